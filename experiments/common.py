@@ -1,0 +1,91 @@
+"""Shared pieces of the experiment entry points: run options, batching, error handling, tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+import rl  # noqa: F401  (sets the safe XLA CPU flags before JAX starts)
+from rl.errors import ConfigError, RunError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """Options of every run directory."""
+
+    out: str | None = None
+    """run directory (default runs/<experiment>/<time>)"""
+    seed: int = 0
+    """base random seed; run i uses jax.random.split(PRNGKey(seed), num_seeds)[i]"""
+    num_seeds: int = 4
+    """independent runs, vmapped in one compile and sharded over devices"""
+    resume: bool = False
+    """continue the run in --out from its newest checkpoint"""
+    chunk_updates: int = 0
+    """updates per compiled chunk between logs and checkpoints (0: about 20 chunks)"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for impossible run options."""
+        if self.num_seeds < 1:
+            raise ConfigError("num_seeds", f"must be at least 1, got {self.num_seeds}")
+        if self.chunk_updates < 0:
+            raise ConfigError("chunk_updates", f"must be >= 0, got {self.chunk_updates}")
+        if self.resume and self.out is None:
+            raise ConfigError("resume", "needs --out naming the run to continue")
+
+    def out_dir(self, experiment: str) -> Path:
+        """The run directory, defaulting to runs/<experiment>/<time>."""
+        return Path(self.out or f"runs/{experiment}/{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def seed_keys(seed: int, num: int) -> np.ndarray:
+    """``num`` independent PRNG keys (uint32 pairs) derived from ``seed``."""
+    import jax
+
+    return np.asarray(jax.random.split(jax.random.PRNGKey(seed), num))
+
+
+def repeat_runs(tree: Any, num: int) -> Any:
+    """Give every leaf a leading runs axis of size ``num`` (host numpy arrays)."""
+    import jax
+
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num, *np.shape(x))).copy(), tree)
+
+
+def cli(main: Callable[[T], Any], args_type: type[T], description: str) -> None:
+    """Parse ``args_type`` from the command line (flat flags), run ``main``, and turn
+    configuration and run errors into one line on stderr and exit status 2."""
+    import tyro
+
+    args = tyro.cli(args_type, description=description, config=(tyro.conf.OmitArgPrefixes,))
+    try:
+        main(args)
+    except (ConfigError, RunError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,161 @@
+"""Actor-critic networks (MLP and GRU) and the distribution maths the learners need.
+
+A policy head returns ``PolicyOutput``: for discrete actions ``logits`` (``log_std`` is unused),
+for continuous actions the Gaussian ``mean`` in ``logits`` and a state-independent ``log_std``.
+Distribution helpers are plain functions of arrays so they vmap and differentiate without
+wrappers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "leaky_relu": nn.leaky_relu}
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class PolicyOutput(NamedTuple):
+    """Network output: action logits (or Gaussian mean), log std (continuous only), value."""
+
+    logits: jax.Array
+    log_std: jax.Array
+    value: jax.Array
+
+
+def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.orthogonal(scale),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    """A stack of dense layers with orthogonal sqrt(2) initialisation."""
+
+    hidden_sizes: tuple[int, ...]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for size in self.hidden_sizes:
+            x = act(_dense(size, np.sqrt(2.0))(x))
+        return x
+
+
+class ActorCritic(nn.Module):
+    """Separate MLP actor and critic (PureJaxRL layout): ``apply(params, obs) -> PolicyOutput``.
+
+    ``method=ActorCritic.policy`` and ``method=ActorCritic.value`` evaluate one half only: learners
+    act with the actor inside the rollout loop and evaluate the critic on the whole rollout at once.
+    """
+
+    action_dim: int
+    continuous: bool = False
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+
+    def setup(self) -> None:
+        self.actor_torso = MLP(self.hidden_sizes, self.activation)
+        self.actor_head = _dense(self.action_dim, 0.01)
+        self.critic_torso = MLP(self.hidden_sizes, self.activation)
+        self.critic_head = _dense(1, 1.0)
+        if self.continuous:
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+
+    def policy(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Logits (or Gaussian mean) and log std (zeros for discrete actions)."""
+        logits = self.actor_head(self.actor_torso(obs))
+        log_std = self.log_std if self.continuous else jnp.zeros((self.action_dim,), logits.dtype)
+        return logits, jnp.broadcast_to(log_std, logits.shape)
+
+    def value(self, obs: jax.Array) -> jax.Array:
+        """State value."""
+        return self.critic_head(self.critic_torso(obs))[..., 0]
+
+    def __call__(self, obs: jax.Array) -> PolicyOutput:
+        return PolicyOutput(*self.policy(obs), self.value(obs))
+
+
+class RecurrentActorCritic(nn.Module):
+    """Dense torso -> GRU -> actor and critic MLP heads, one time step per call.
+
+    ``apply(params, hidden, obs, reset) -> (new_hidden, PolicyOutput)``. ``reset`` (bool, batch)
+    zeroes the hidden state before ``obs`` is read: pass ``True`` on the first step of an episode,
+    so memory spans everything inside an episode (all trials of an RL^2 episode) and nothing across.
+    ``method=core`` advances the memory only; ``policy`` and ``value`` read a hidden state.
+    """
+
+    action_dim: int
+    continuous: bool = False
+    torso_sizes: tuple[int, ...] = (128,)
+    hidden_size: int = 128
+    head_sizes: tuple[int, ...] = (64,)
+    activation: str = "tanh"
+
+    def setup(self) -> None:
+        self.torso = MLP(self.torso_sizes, self.activation)
+        self.gru = nn.GRUCell(self.hidden_size)
+        self.actor = ActorCritic(self.action_dim, self.continuous, self.head_sizes, self.activation)
+
+    def core(self, hidden: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:
+        """The hidden state after reading ``obs`` (memory cleared first where ``reset``)."""
+        hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
+        hidden, _ = self.gru(hidden, self.torso(obs))
+        return hidden
+
+    def policy(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Logits (or Gaussian mean) and log std from a hidden state."""
+        return self.actor.policy(hidden)
+
+    def value(self, hidden: jax.Array) -> jax.Array:
+        """State value from a hidden state."""
+        return self.actor.value(hidden)
+
+    def __call__(
+        self, hidden: jax.Array, obs: jax.Array, reset: jax.Array
+    ) -> tuple[jax.Array, PolicyOutput]:
+        hidden = self.core(hidden, obs, reset)
+        return hidden, self.actor(hidden)
+
+    def initial_hidden(self, batch_size: int) -> jax.Array:
+        """All-zero hidden state for ``batch_size`` environments."""
+        return jnp.zeros((batch_size, self.hidden_size))
+
+
+def masked_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Set the logits of illegal actions (``mask == False``) to a large negative number."""
+    if mask is None:
+        return logits
+    return jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+
+
+def categorical_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    """Log-probability of integer ``action`` under softmax(``logits``)."""
+    log_probs = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(log_probs, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of softmax(``logits``); masked actions (huge negative logits) contribute zero."""
+    log_probs = jax.nn.log_softmax(logits)
+    probs = jnp.exp(log_probs)
+    return -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array) -> jax.Array:
+    """Log-density of ``action`` under a diagonal Gaussian, summed over action dimensions."""
+    z = (action - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    """Entropy of a diagonal Gaussian, summed over action dimensions."""
+    return jnp.sum(log_std + 0.5 * (LOG_2PI + 1.0), axis=-1)

@@ -1,0 +1,54 @@
+"""Orbax checkpoints of a whole batched training state plus a little JSON metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from rl.errors import RunError
+
+
+class Checkpoints:
+    """Save/restore ``(state, meta)`` pairs under ``directory``, keeping the newest ``keep``.
+
+    Orbax writes each step to a temporary folder and renames it when complete, so a run killed
+    while saving leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step (number of updates done), if any."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Write ``state`` and ``meta`` as checkpoint ``step`` and wait until it is on disk."""
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+        """Restore checkpoint ``step`` into the shapes/shardings of ``target``; a damaged or
+        mismatched checkpoint raises ``RunError`` naming the folder."""
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+            )
+        except Exception as error:  # orbax raises many types for unreadable data
+            raise RunError(
+                f"checkpoint {self.directory / str(step)} is corrupted or does not match this run "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            ) from error
+        return restored["state"], restored["meta"]
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,309 @@
+"""Environments: one registry for gymnax and project environments, and the wrappers learners use.
+
+``make(env_id)`` returns ``(env, env_params)`` for every gymnax id and every id registered with
+``register``. Wrappers keep the gymnax >= 1.0 step signature
+``step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)`` with
+``info["final_observation"]`` holding the observation before an automatic reset, so learners can
+bootstrap truncated episodes. ``VecEnv`` batches a single environment; the ``NormalizeVec*``
+wrappers share their running statistics across that batch.
+
+An environment with legal-action masks defines ``action_mask(state, params) -> bool[num_actions]``;
+``action_mask`` below finds it through any stack of wrappers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import spaces
+
+EnvFactory = Callable[..., Any]
+_PROJECT_ENVS: dict[str, EnvFactory] = {}
+
+
+def register(env_id: str, factory: EnvFactory) -> None:
+    """Register ``factory(**kwargs) -> env`` under ``env_id`` so that ``make(env_id)`` builds it."""
+    if env_id in _PROJECT_ENVS or env_id in gymnax.registered_envs:
+        raise ValueError(f"environment id {env_id!r} is already registered")
+    _PROJECT_ENVS[env_id] = factory
+
+
+def registered_ids() -> list[str]:
+    """All ids ``make`` accepts: gymnax's and the project's."""
+    _load_project_envs()
+    return sorted(set(gymnax.registered_envs) | set(_PROJECT_ENVS))
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise ``ValueError`` naming the allowed ids if ``env_id`` is unknown (no env is built)."""
+    if env_id not in registered_ids():
+        raise ValueError(f"env: unknown environment id {env_id!r}; known ids: {', '.join(registered_ids())}")
+
+
+def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
+    """Build environment ``env_id`` and its default params."""
+    check_env_id(env_id)
+    if env_id in _PROJECT_ENVS:
+        env = _PROJECT_ENVS[env_id](**kwargs)
+        return env, env.default_params
+    return gymnax.make(env_id, **kwargs)
+
+
+def _load_project_envs() -> None:
+    # Project environments register themselves on import; importing here keeps ``make`` complete.
+    import rl.probe_envs  # noqa: F401
+
+
+def is_continuous(env: Any, params: Any) -> bool:
+    """Whether the action space is continuous (a Box)."""
+    return isinstance(env.action_space(params), spaces.Box)
+
+
+def action_dim(env: Any, params: Any) -> int:
+    """Number of discrete actions, or the size of a continuous action vector."""
+    space = env.action_space(params)
+    return int(np.prod(space.shape)) if isinstance(space, spaces.Box) else int(space.n)
+
+
+def base_env(env: Any) -> Any:
+    """The innermost environment under any stack of wrappers."""
+    while isinstance(env, Wrapper):
+        env = env.env
+    return env
+
+
+def has_action_mask(env: Any) -> bool:
+    """Whether the (possibly wrapped) environment provides legal-action masks."""
+    return hasattr(base_env(env), "action_mask")
+
+
+def action_mask(env: Any, state: Any, params: Any) -> jax.Array:
+    """The legal-action mask of ``state``, unwrapping wrapper states down to the base env."""
+    while isinstance(env, Wrapper):
+        state = env.inner_state(state)
+        env = env.env
+    return env.action_mask(state, params)
+
+
+class Wrapper:
+    """Base wrapper: forwards every attribute it does not define to the wrapped environment."""
+
+    def __init__(self, env: Any):
+        self.env = env
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def inner_state(self, state: Any) -> Any:
+        """The wrapped environment's state inside this wrapper's state."""
+        return state
+
+
+class FlattenObservation(Wrapper):
+    """Flatten image-like observations (MinAtar) to vectors for MLP policies."""
+
+    def observation_space(self, params: Any) -> spaces.Box:
+        space = self.env.observation_space(params)
+        return spaces.Box(space.low, space.high, (int(np.prod(space.shape)),), space.dtype)
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
+        obs, state = self.env.reset(key, params)
+        return obs.reshape(-1), state
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any):
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+        info = {**info, "final_observation": info["final_observation"].reshape(-1)}
+        return obs.reshape(-1), state, reward, terminated, truncated, info
+
+
+class ClipAction(Wrapper):
+    """Clip continuous actions into the action space's bounds before stepping."""
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any):
+        space = self.env.action_space(params)
+        return self.env.step(key, state, jnp.clip(action, space.low, space.high), params)
+
+
+@struct.dataclass
+class EpisodeStatsState:
+    """Running return/length of the current episode and of the last finished one."""
+
+    env_state: Any
+    episode_return: jax.Array
+    episode_length: jax.Array
+    returned_episode_return: jax.Array
+    returned_episode_length: jax.Array
+
+
+class EpisodeStatistics(Wrapper):
+    """Track undiscounted episode returns and lengths (of the raw, unnormalised reward).
+
+    Adds ``info["returned_episode"]`` (an episode ended on this step) and
+    ``info["episode_return"]`` / ``info["episode_length"]`` (of the last finished episode).
+    """
+
+    def inner_state(self, state: EpisodeStatsState) -> Any:
+        return state.env_state
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, EpisodeStatsState]:
+        obs, env_state = self.env.reset(key, params)
+        zero = jnp.zeros((), jnp.float32)
+        return obs, EpisodeStatsState(env_state, zero, jnp.zeros((), jnp.int32), zero, jnp.zeros((), jnp.int32))
+
+    def step(self, key: jax.Array, state: EpisodeStatsState, action: jax.Array, params: Any):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(key, state.env_state, action, params)
+        done = jnp.logical_or(terminated, truncated)
+        episode_return = state.episode_return + reward
+        episode_length = state.episode_length + 1
+        state = EpisodeStatsState(
+            env_state=env_state,
+            episode_return=episode_return * (1 - done),
+            episode_length=episode_length * (1 - done),
+            returned_episode_return=jnp.where(done, episode_return, state.returned_episode_return),
+            returned_episode_length=jnp.where(done, episode_length, state.returned_episode_length),
+        )
+        info = {
+            **info,
+            "returned_episode": done,
+            "episode_return": state.returned_episode_return,
+            "episode_length": state.returned_episode_length,
+        }
+        return obs, state, reward, terminated, truncated, info
+
+
+class VecEnv(Wrapper):
+    """Run ``num_envs`` copies of a single environment in lock step (vmap); params are shared."""
+
+    def __init__(self, env: Any, num_envs: int):
+        super().__init__(env)
+        self.num_envs = num_envs
+
+    @partial(jax.jit, static_argnums=0)
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
+        keys = jax.random.split(key, self.num_envs)
+        return jax.vmap(self.env.reset, in_axes=(0, None))(keys, params)
+
+    @partial(jax.jit, static_argnums=0)
+    def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any):
+        keys = jax.random.split(key, self.num_envs)
+        return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(keys, state, action, params)
+
+    def action_mask(self, state: Any, params: Any) -> jax.Array:
+        """Masks of every copy, ``bool[num_envs, num_actions]``."""
+        return jax.vmap(action_mask, in_axes=(None, 0, None))(self.env, state, params)
+
+
+@struct.dataclass
+class RunningMeanStd:
+    """Running mean and variance (parallel Welford update over a batch)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls, shape: tuple[int, ...]) -> RunningMeanStd:
+        return cls(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4))
+
+    def update(self, batch: jax.Array) -> RunningMeanStd:
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0), batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        return RunningMeanStd(mean, m2 / total, total)
+
+
+@struct.dataclass
+class NormalizeObsState:
+    env_state: Any
+    obs_stats: RunningMeanStd
+
+
+class NormalizeVecObservation(Wrapper):
+    """Normalise observations of a ``VecEnv`` with running statistics shared across its envs.
+
+    The statistics live in the env state, so they are checkpointed and resumed with it.
+    """
+
+    def inner_state(self, state: NormalizeObsState) -> Any:
+        return state.env_state
+
+    def action_mask(self, state: NormalizeObsState, params: Any) -> jax.Array:
+        return self.env.action_mask(state.env_state, params)
+
+    def _normalize(self, obs: jax.Array, stats: RunningMeanStd) -> jax.Array:
+        return (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, NormalizeObsState]:
+        obs, env_state = self.env.reset(key, params)
+        stats = RunningMeanStd.create(obs.shape[1:]).update(obs)
+        return self._normalize(obs, stats), NormalizeObsState(env_state, stats)
+
+    def step(self, key: jax.Array, state: NormalizeObsState, action: jax.Array, params: Any):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(key, state.env_state, action, params)
+        stats = state.obs_stats.update(obs)
+        info = {**info, "final_observation": self._normalize(info["final_observation"], stats)}
+        return self._normalize(obs, stats), NormalizeObsState(env_state, stats), reward, terminated, truncated, info
+
+
+@struct.dataclass
+class NormalizeRewardState:
+    env_state: Any
+    discounted_return: jax.Array
+    return_stats: RunningMeanStd
+
+
+class NormalizeVecReward(Wrapper):
+    """Scale rewards of a ``VecEnv`` by the running std of the discounted return (gamma given)."""
+
+    def __init__(self, env: Any, gamma: float):
+        super().__init__(env)
+        self.gamma = gamma
+
+    def inner_state(self, state: NormalizeRewardState) -> Any:
+        return state.env_state
+
+    def action_mask(self, state: NormalizeRewardState, params: Any) -> jax.Array:
+        return self.env.action_mask(state.env_state, params)
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, NormalizeRewardState]:
+        obs, env_state = self.env.reset(key, params)
+        return obs, NormalizeRewardState(env_state, jnp.zeros(obs.shape[0]), RunningMeanStd.create(()))
+
+    def step(self, key: jax.Array, state: NormalizeRewardState, action: jax.Array, params: Any):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(key, state.env_state, action, params)
+        done = jnp.logical_or(terminated, truncated)
+        discounted = state.discounted_return * self.gamma + reward
+        stats = state.return_stats.update(discounted)
+        state = NormalizeRewardState(env_state, discounted * (1 - done), stats)
+        return obs, state, reward / jnp.sqrt(stats.var + 1e-8), terminated, truncated, info
+
+
+def make_vec_env(
+    env_id: str,
+    num_envs: int,
+    normalize_obs: bool = False,
+    normalize_reward: bool = False,
+    reward_gamma: float = 0.99,
+    **env_kwargs: Any,
+) -> tuple[Any, Any]:
+    """The standard learner stack: flatten, clip actions, episode statistics, vectorise, normalise."""
+    env, params = make(env_id, **env_kwargs)
+    if len(env.observation_space(params).shape) > 1:
+        env = FlattenObservation(env)
+    if is_continuous(env, params):
+        env = ClipAction(env)
+    env = VecEnv(EpisodeStatistics(env), num_envs)
+    if normalize_obs:
+        env = NormalizeVecObservation(env)
+    if normalize_reward:
+        env = NormalizeVecReward(env, reward_gamma)
+    return env, params

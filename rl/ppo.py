@@ -1,0 +1,437 @@
+"""Proximal policy optimisation as one pure function: ``make_train(config)(key, hparams)``.
+
+Static choices (environment, sizes, recurrence, objective) live in the frozen ``PPOConfig``;
+everything numeric that a sweep, an ES population or an environment distribution may vary is in
+``PPOHParams`` (a pytree of arrays, including ``objective_params`` and gymnax ``env_params``), so
+``jax.vmap(train)`` over keys and hparams runs many lifetimes in one compile.
+
+The learner is also exposed as ``Learner(init, update)`` so that ``rl.runner`` can run it in
+compiled chunks with checkpoints in between; ``train`` is exactly ``init`` followed by
+``num_updates`` calls of ``update``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from models.actor_critic import (
+    ACTIVATIONS,
+    ActorCritic,
+    RecurrentActorCritic,
+    categorical_entropy,
+    categorical_log_prob,
+    gaussian_entropy,
+    gaussian_log_prob,
+    masked_logits,
+)
+from rl import envs
+from rl.errors import ConfigError
+from rl.gae import gae
+from rl.losses import OBJECTIVES, clipped_value_loss, normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings. Defaults are the PureJaxRL CartPole settings.
+
+    The numeric fields from ``lr`` to ``max_grad_norm`` are the default hyperparameters: ``train``
+    reads them from its ``hparams`` argument (see ``default_hparams``), so they can be swept.
+    """
+
+    env: str = "CartPole-v1"
+    """environment id (any gymnax id or a project id registered in rl.envs)"""
+    total_timesteps: int = 500_000
+    """environment steps per training run (per seed)"""
+    num_envs: int = 4
+    """parallel environments per run"""
+    num_steps: int = 128
+    """rollout length per environment and update"""
+    update_epochs: int = 4
+    """passes over each rollout"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    lr: float = 2.5e-4
+    """Adam learning rate (start value when annealed)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over training"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    clip_eps: float = 0.2
+    """ratio clip of the clip objective and of the value loss"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clip"""
+    clip_value_loss: bool = True
+    """clip the value update around the rollout values"""
+    normalize_advantages: bool = True
+    """normalise advantages per minibatch"""
+    objective: str = "clip"
+    """policy objective registered in rl.losses.OBJECTIVES"""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """MLP layer sizes (actor and critic each; heads of the recurrent net)"""
+    activation: str = "tanh"
+    """activation: tanh, relu or leaky_relu"""
+    recurrent: bool = False
+    """use the GRU actor-critic; memory resets only at episode boundaries"""
+    gru_size: int = 128
+    """GRU hidden size (recurrent only)"""
+    normalize_obs: bool = False
+    """normalise observations with running statistics (continuous control)"""
+    normalize_reward: bool = False
+    """scale rewards by the running std of the discounted return (continuous control)"""
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates per training run."""
+        return self.total_timesteps // self.batch_size
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid field; builds and compiles nothing."""
+        try:
+            envs.check_env_id(self.env)
+        except ValueError as error:
+            raise ConfigError("env", str(error).removeprefix("env: ")) from None
+        for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches", "gru_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.batch_size % self.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"num_envs * num_steps = {self.batch_size} is not divisible by num_minibatches = {self.num_minibatches}",
+            )
+        if self.recurrent and self.num_envs % self.num_minibatches:
+            raise ConfigError(
+                "num_minibatches",
+                f"the recurrent learner splits environments into minibatches: num_envs = {self.num_envs} "
+                f"is not divisible by num_minibatches = {self.num_minibatches}",
+            )
+        if self.num_updates < 1:
+            raise ConfigError("total_timesteps", f"must be at least num_envs * num_steps = {self.batch_size}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError("objective", f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError("activation", f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ConfigError("hidden_sizes", f"must be non-empty positive sizes, got {self.hidden_sizes}")
+        check_hparam_values({name: getattr(self, name) for name in HPARAM_FIELDS})
+
+
+HPARAM_FIELDS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
+_HPARAM_RANGES = {
+    "lr": (0.0, np.inf, False),
+    "gamma": (0.0, 1.0, True),
+    "gae_lambda": (0.0, 1.0, True),
+    "clip_eps": (0.0, np.inf, False),
+    "ent_coef": (0.0, np.inf, True),
+    "vf_coef": (0.0, np.inf, True),
+    "max_grad_norm": (0.0, np.inf, False),
+}
+
+
+def check_hparam_values(values: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` if a (possibly batched) hyperparameter is non-finite or out of range."""
+    for name, value in values.items():
+        low, high, low_inclusive = _HPARAM_RANGES[name]
+        array = np.asarray(value, dtype=np.float64)
+        ok = np.isfinite(array) & (array <= high) & ((array >= low) if low_inclusive else (array > low))
+        if not ok.all():
+            bad = array.reshape(-1)[~ok.reshape(-1)][0]
+            bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and <= {high}" if np.isfinite(high) else "")
+            raise ConfigError(name, f"must be finite and {bound}, got {bad}")
+
+
+@struct.dataclass
+class PPOHParams:
+    """Vmappable hyperparameters of one training run (every leaf an array)."""
+
+    lr: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    clip_eps: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+    max_grad_norm: jax.Array
+    objective_params: Any
+    env_params: Any
+
+
+def default_hparams(config: PPOConfig, env_params: Any = None, objective_params: Any = None, **overrides: float) -> PPOHParams:
+    """Hyperparameters from ``config`` (and ``overrides``), the env's default params, and the
+    objective's params (for the clip objective: ``clip_eps``)."""
+    values = {name: overrides.get(name, getattr(config, name)) for name in HPARAM_FIELDS}
+    check_hparam_values(values)
+    if env_params is None:
+        env_params = envs.make(config.env)[1]
+    if objective_params is None and config.objective == "clip":
+        objective_params = values["clip_eps"]
+    leaves = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+    return PPOHParams(
+        **leaves,
+        objective_params=jax.tree.map(jnp.asarray, objective_params),
+        env_params=jax.tree.map(jnp.asarray, env_params),
+    )
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: checkpointing this resumes the run exactly."""
+
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array
+    last_done: jax.Array  # did the previous step end an episode (resets the GRU)
+    hidden: jax.Array | None  # GRU state [num_envs, gru_size]; None for the MLP
+    key: jax.Array
+    update_step: jax.Array
+
+
+class Transition(NamedTuple):
+    """One rollout step of every environment (stacked over time by the rollout scan)."""
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    reset: jax.Array
+    mask: jax.Array | None
+    final_obs: jax.Array
+    hidden: jax.Array | None  # GRU state after reading obs (the final observation follows it)
+    returned_episode: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+class Learner(NamedTuple):
+    """A learner as pure functions: ``init(key, hparams) -> state`` and
+    ``update(state, hparams) -> (state, metrics)``."""
+
+    init: Callable[[jax.Array, PPOHParams], TrainState]
+    update: Callable[[TrainState, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]
+    num_updates: int
+    env_steps_per_update: int
+
+
+def make_learner(config: PPOConfig) -> Learner:
+    """Validate ``config`` and build its ``init`` and ``update`` functions (not yet compiled)."""
+    config.validate()
+    vec_env, default_env_params = envs.make_vec_env(
+        config.env, config.num_envs, config.normalize_obs, config.normalize_reward, config.gamma
+    )
+    continuous = envs.is_continuous(vec_env, default_env_params)
+    n_actions = envs.action_dim(vec_env, default_env_params)
+    masked = envs.has_action_mask(vec_env)
+    objective = OBJECTIVES[config.objective]
+    if config.recurrent:
+        network = RecurrentActorCritic(
+            n_actions, continuous, config.hidden_sizes[:1], config.gru_size, config.hidden_sizes, config.activation
+        )
+    else:
+        network = ActorCritic(n_actions, continuous, config.hidden_sizes, config.activation)
+
+    def act(params: Any, hidden: jax.Array, obs: jax.Array, reset: jax.Array):
+        """Actor only (the critic is evaluated after the rollout, batched over all steps)."""
+        if config.recurrent:
+            hidden = network.apply(params, hidden, obs, reset, method=network.core)
+            return hidden, network.apply(params, hidden, method=network.policy)
+        return hidden, network.apply(params, obs, method=network.policy)
+
+    def rollout_values(params: Any, traj: Transition) -> tuple[jax.Array, jax.Array]:
+        """Values of each step's observation and of the observation that followed it."""
+        if config.recurrent:
+            next_hidden = network.apply(
+                params, traj.hidden, traj.final_obs, jnp.zeros_like(traj.done), method=network.core
+            )
+            both = network.apply(params, jnp.stack([traj.hidden, next_hidden]), method=network.value)
+        else:
+            both = network.apply(params, jnp.stack([traj.obs, traj.final_obs]), method=network.value)
+        return both[0], both[1]
+
+    def log_prob_and_entropy(logits: jax.Array, log_std: jax.Array, action: jax.Array, mask: jax.Array | None):
+        if continuous:
+            return gaussian_log_prob(logits, log_std, action), gaussian_entropy(log_std)
+        logits = masked_logits(logits, mask)
+        return categorical_log_prob(logits, action), categorical_entropy(logits)
+
+    def sample(key: jax.Array, logits: jax.Array, log_std: jax.Array, mask: jax.Array | None) -> jax.Array:
+        if continuous:
+            return logits + jnp.exp(log_std) * jax.random.normal(key, logits.shape)
+        return jax.random.categorical(key, masked_logits(logits, mask))
+
+    def optimizer(hp: PPOHParams, lr: jax.Array) -> optax.GradientTransformation:
+        # One flat parameter vector: a few large kernels instead of many tiny ones per step.
+        return optax.flatten(
+            optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.scale_by_adam(eps=1e-5), optax.scale(-lr))
+        )
+
+    def init(key: jax.Array, hp: PPOHParams) -> TrainState:
+        key, net_key, env_key = jax.random.split(key, 3)
+        obs, env_state = vec_env.reset(env_key, hp.env_params)
+        hidden = jnp.zeros((config.num_envs, config.gru_size)) if config.recurrent else None
+        done = jnp.ones((config.num_envs,), bool)
+        if config.recurrent:
+            params = network.init(net_key, hidden, obs, done)
+        else:
+            params = network.init(net_key, obs[0])
+        return TrainState(
+            params=params,
+            opt_state=optimizer(hp, hp.lr).init(params),
+            env_state=env_state,
+            obs=obs,
+            last_done=done,
+            hidden=hidden,
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+        )
+
+    def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition]:
+        def env_step(carry, step_key):
+            env_state, obs, last_done, hidden = carry
+            action_key, env_key = jax.random.split(step_key)
+            mask = vec_env.action_mask(env_state, hp.env_params) if masked else None
+            hidden, (logits, log_std) = act(state.params, hidden, obs, last_done)
+            action = sample(action_key, logits, log_std, mask)
+            log_prob, _ = log_prob_and_entropy(logits, log_std, action, mask)
+            next_obs, env_state, reward, terminated, truncated, info = vec_env.step(
+                env_key, env_state, action, hp.env_params
+            )
+            done = jnp.logical_or(terminated, truncated)
+            transition = Transition(
+                obs, action, log_prob, reward, terminated, done, last_done, mask, info["final_observation"],
+                hidden, info["returned_episode"], info["episode_return"], info["episode_length"],
+            )
+            return (env_state, next_obs, done, hidden), transition
+
+        carry = (state.env_state, state.obs, state.last_done, state.hidden)
+        carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, config.num_steps))
+        env_state, obs, last_done, hidden = carry
+        return state.replace(env_state=env_state, obs=obs, last_done=last_done, hidden=hidden), traj
+
+    def loss_fn(params: Any, hp: PPOHParams, batch: dict[str, Any], progress: jax.Array):
+        if config.recurrent:
+            def step(hidden, inputs):
+                return network.apply(params, hidden, *inputs)
+
+            _, out = jax.lax.scan(step, batch["hidden0"], (batch["obs"], batch["reset"]))
+        else:
+            out = network.apply(params, batch["obs"])
+        log_prob, entropy = log_prob_and_entropy(out.logits, out.log_std, batch["action"], batch["mask"])
+        log_ratio = log_prob - batch["log_prob"]
+        ratio = jnp.exp(log_ratio)
+        advantage = normalize(batch["advantage"]) if config.normalize_advantages else batch["advantage"]
+        policy_loss = objective(ratio, advantage, progress, hp.objective_params).mean()
+        if config.clip_value_loss:
+            value_loss = clipped_value_loss(out.value, batch["value"], batch["target"], hp.clip_eps)
+        else:
+            value_loss = 0.5 * jnp.mean((out.value - batch["target"]) ** 2)
+        entropy = entropy.mean()
+        total = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
+        aux = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": jnp.mean(ratio - 1.0 - log_ratio),
+            "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > hp.clip_eps),
+        }
+        return total, aux
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def minibatches(key: jax.Array, data: dict[str, Any]) -> dict[str, Any]:
+        """Shuffle and split into ``[num_minibatches, ...]``: samples for the MLP, whole
+        environment sequences (time kept first) for the GRU."""
+        m = config.num_minibatches
+        if config.recurrent:
+            perm = jax.random.permutation(key, config.num_envs)
+            hidden0 = data["hidden0"][perm].reshape(m, -1, config.gru_size)
+            sequences = {k: v for k, v in data.items() if k != "hidden0"}
+            sequences = jax.tree.map(
+                lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, -1, *x.shape[2:]), 1, 0), sequences
+            )
+            return {**sequences, "hidden0": hidden0}
+        perm = jax.random.permutation(key, config.batch_size)
+        return jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:])[perm].reshape(m, -1, *x.shape[2:]), data)
+
+    def update(state: TrainState, hp: PPOHParams) -> tuple[TrainState, dict[str, jax.Array]]:
+        key, rollout_key, epoch_key = jax.random.split(state.key, 3)
+        hidden0 = state.hidden
+        state, traj = rollout(state, hp, rollout_key)
+        values, next_values = rollout_values(state.params, traj)
+        advantage, target = gae(traj.reward, values, next_values, traj.terminated, traj.done, hp.gamma, hp.gae_lambda)
+        data = {
+            "obs": traj.obs, "action": traj.action, "log_prob": traj.log_prob, "value": values,
+            "advantage": advantage, "target": target, "mask": traj.mask,
+        }
+        if config.recurrent:
+            data.update(reset=traj.reset, hidden0=hidden0)
+
+        progress = state.update_step / config.num_updates
+        lr = hp.lr * (1.0 - progress) if config.anneal_lr else hp.lr
+        tx = optimizer(hp, lr)
+
+        def minibatch_step(carry, batch):
+            params, opt_state = carry
+            (total, aux), grads = grad_fn(params, hp, batch, progress)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), {"total_loss": total, **aux}
+
+        def epoch(carry, key):
+            return jax.lax.scan(minibatch_step, carry, minibatches(key, data))
+
+        (params, opt_state), losses = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(epoch_key, config.update_epochs)
+        )
+        metrics = {name: value.mean() for name, value in losses.items()}
+        metrics.update(episode_metrics(traj), learning_rate=lr)
+        state = state.replace(params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1)
+        return state, metrics
+
+    return Learner(init, update, config.num_updates, config.batch_size)
+
+
+def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
+    """Mean return and length of the episodes that ended in this rollout (if none did, of the
+    last episode each environment finished), and how many ended."""
+    finished = traj.returned_episode.sum()
+
+    def mean_over_finished(x: jax.Array) -> jax.Array:
+        mean_finished = (x * traj.returned_episode).sum() / jnp.maximum(finished, 1)
+        return jnp.where(finished > 0, mean_finished, x[-1].mean())
+
+    return {
+        "episode_return": mean_over_finished(traj.episode_return),
+        "episode_length": mean_over_finished(traj.episode_length.astype(jnp.float32)),
+        "episodes": finished,
+    }
+
+
+def make_train(config: PPOConfig) -> Callable[[jax.Array, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]:
+    """``train(key, hparams) -> (final_state, metrics)``: a whole run as one pure function;
+    ``metrics`` holds one value per update. Jit it, vmap it over keys and hparams, shard it."""
+    learner = make_learner(config)
+
+    def train(key: jax.Array, hp: PPOHParams) -> tuple[TrainState, dict[str, jax.Array]]:
+        state = learner.init(key, hp)
+        return jax.lax.scan(lambda s, _: learner.update(s, hp), state, None, length=learner.num_updates)
+
+    return train

@@ -1,0 +1,65 @@
+"""Spread a batch of independent runs (seeds, sweep points, ES members) over devices and hosts.
+
+Every leaf of the batched state has the run index as its leading axis; ``batch_mesh`` lays that
+axis over the devices of all processes, and ``map_over_runs`` compiles ``vmap(fn)`` per device
+shard with ``shard_map``, so runs never communicate. With several processes (hosts) joined by
+``jax.distributed.initialize``, every process calls the same functions with the same numpy inputs;
+each keeps only its own shard, and ``to_host`` gathers results back to every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "runs"
+
+
+def batch_mesh(batch_size: int, devices: list[Any] | None = None) -> Mesh:
+    """A 1-D mesh over the largest number of devices that divides ``batch_size``.
+
+    Across several processes every device must take part, so ``batch_size`` must be a multiple of
+    the global device count.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if jax.process_count() > 1 and batch_size % len(devices):
+        raise ValueError(
+            f"num_seeds: {batch_size} runs cannot be split evenly over {len(devices)} devices of "
+            f"{jax.process_count()} processes; use a multiple of {len(devices)}"
+        )
+    used = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    return Mesh(np.array(devices[:used]), (AXIS,))
+
+
+def shard_runs(tree: Any, mesh: Mesh) -> Any:
+    """Place host arrays (leading axis = runs) on the mesh; each process supplies its own shards."""
+    sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+
+    def place(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(place, tree)
+
+
+def map_over_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """``jit(shard_map(vmap(fn)))``: every positional argument and output is batched over runs."""
+    spec = PartitionSpec(AXIS)
+    return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec))
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of (possibly multi-host) arrays, identical on every process."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def abstract_like(tree: Any) -> Any:
+    """Shape, dtype and sharding of every leaf (the restore target for checkpoints)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
