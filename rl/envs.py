@@ -297,7 +297,7 @@ def make_vec_env(
 ) -> tuple[Any, Any]:
     """The standard learner stack: flatten, clip actions, episode statistics, vectorise, normalise."""
     env, params = make(env_id, **env_kwargs)
-    if len(env.observation_space(params).shape) > 1:
+    if len(env.observation_space(params).shape) != 1:
         env = FlattenObservation(env)
     if is_continuous(env, params):
         env = ClipAction(env)

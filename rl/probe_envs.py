@@ -56,7 +56,7 @@ class _Probe(environment.Environment):
         return jnp.zeros((), jnp.float32)
 
     def reset_env(self, key: jax.Array, params: Any) -> tuple[jax.Array, ProbeState]:
-        state = ProbeState(cue=self._draw_cue(key), time=0)
+        state = ProbeState(cue=self._draw_cue(key), time=jnp.zeros((), jnp.int32))
         return self._obs(state), state
 
 

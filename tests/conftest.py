@@ -1,0 +1,18 @@
+"""Test setup: 8 fake CPU devices (for the sharding tests) before JAX starts, and shared helpers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+
+import rl  # noqa: E402,F401  (adds the safe XLA CPU scheduler flag before JAX starts)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` from the repository root on one CPU device."""
+    env = {**os.environ, "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
