@@ -35,9 +35,9 @@ class Checkpoints:
         )
         self._manager.wait_until_finished()
 
-    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
-        """Restore checkpoint ``step`` into the shapes/shardings of ``target``; a damaged or
-        mismatched checkpoint raises ``RunError`` naming the folder."""
+    def restore(self, step: int, target: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Restore checkpoint ``step`` into the shapes/shardings of ``target`` (``None``: as saved,
+        on the default device); a damaged or mismatched checkpoint raises ``RunError``."""
         try:
             restored = self._manager.restore(
                 step,
