@@ -39,7 +39,6 @@ def test_episode_statistics_and_final_observation_on_truncation():
         if t < 4:
             assert not info["returned_episode"][0]
             np.testing.assert_array_equal(info["final_observation"], next_obs)
-            obs = next_obs
     assert truncated[0] and not terminated[0] and info["returned_episode"][0]
     assert info["episode_return"][0] == 5.0 and info["episode_length"][0] == 5
     assert not np.allclose(info["final_observation"], next_obs)  # next_obs is already the reset one

@@ -1,0 +1,53 @@
+"""Sharding the run axis: 8 fake devices, and 2 processes x 4 devices, match 1 device."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from conftest import ROOT
+from sharding_case import CONFIG, NUM_RUNS, case_inputs
+
+from rl import records, runner
+from rl.ppo import make_learner
+
+
+def train_on(devices, out):
+    keys, hparams = case_inputs()
+    result = runner.run(make_learner(CONFIG), keys, hparams, out, {"case": "sharding"}, chunk_updates=3,
+                        progress=False, devices=devices)
+    leaf = jax.tree.leaves(result.state.params)[0]
+    return records.series(result.records, "episode_return"), records.series(result.records, "total_loss"), leaf
+
+
+def test_eight_devices_match_one(tmp_path):
+    assert jax.device_count() == 8
+    one = train_on(jax.devices()[:1], tmp_path / "one")
+    eight = train_on(jax.devices(), tmp_path / "eight")
+    assert len(eight[2].sharding.device_set) == 8 and len(one[2].sharding.device_set) == 1
+    assert one[0].shape == (6, NUM_RUNS)
+    for a, b in zip(one[:2], eight[:2], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert len({tuple(one[0][:, i]) for i in range(NUM_RUNS)}) == NUM_RUNS  # runs really differ
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_device(tmp_path):
+    port = str(free_port())
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    procs = [
+        subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), str(i), port, str(tmp_path / "mh")],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    one = train_on(jax.devices()[:1], tmp_path / "one")
+    np.testing.assert_allclose(np.load(tmp_path / "mh" / "returns.npy"), one[0], rtol=1e-4, atol=1e-4)
