@@ -1,0 +1,159 @@
+"""Throughput of the PPO learner, with peers measured in the same run.
+
+    python -m experiments.bench_ppo --rejax-python .peer-rejax/bin/python --sb3-python .peer-sb3/bin/python
+
+Measures (CartPole-v1, PureJaxRL default config): env-only steps/s with random actions; PPO
+training steps/s for 1, 8 and 32 vmapped seeds with compile time apart; and, when their Python
+interpreters are given (or stable-baselines3 is importable here, the optional ``bench`` extra),
+rejax PPO and stable-baselines3 PPO through the scripts in ../shared/bench. Commands alternate
+(ours, peer, ours, peer, ...) and medians are reported, with ratios ours / peer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.common import cli, format_table, repeat_runs, seed_keys
+from rl import records
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    env: str = "CartPole-v1"
+    """environment id"""
+    total_timesteps: int = 500_000
+    """training steps per seed for the PPO timings"""
+    seeds: tuple[int, ...] = (1, 8, 32)
+    """numbers of vmapped seeds to time"""
+    repeats: int = 3
+    """timed runs per measurement (median reported)"""
+    env_only_steps: int = 1_000_000
+    """steps of the random-action env-only loop"""
+    rejax_python: str | None = None
+    """python of a venv with rejax and gymnax<1.0 (see ../shared/bench/README.md); timed for 1 and 8 seeds"""
+    sb3_python: str | None = None
+    """python of a venv with stable-baselines3 (default: this one if it has it)"""
+    sb3_steps: int = 20_000
+    """stable-baselines3 training steps per timing"""
+    peer_dir: str = str(Path(__file__).resolve().parents[2] / "shared" / "bench")
+    """folder of the peer benchmark scripts"""
+    out: str = "runs/bench_ppo"
+    """where bench.json is written"""
+
+
+def time_env_only(env_id: str, num_envs: int, steps: int, repeats: int) -> float:
+    """Median env steps/s of a compiled scan of random actions over ``num_envs`` environments."""
+    import jax
+
+    from rl import envs
+
+    env, params = envs.make_vec_env(env_id, num_envs)
+    space = env.action_space(params)
+    length = max(1, steps // num_envs)
+
+    def loop(key):
+        _, state = env.reset(key, params)
+
+        def step(state, key):
+            action_key, step_key = jax.random.split(key)
+            actions = jax.vmap(space.sample)(jax.random.split(action_key, num_envs))
+            _, state, reward, _, _, _ = env.step(step_key, state, actions, params)
+            return state, reward.sum()
+
+        return jax.lax.scan(step, state, jax.random.split(key, length))[1].sum()
+
+    compiled = jax.jit(loop).lower(jax.random.PRNGKey(0)).compile()
+    times = []
+    for r in range(repeats):
+        tick = time.perf_counter()
+        jax.block_until_ready(compiled(jax.random.PRNGKey(r)))
+        times.append(time.perf_counter() - tick)
+    return length * num_envs / statistics.median(times)
+
+
+def compile_ppo(env_id: str, total_timesteps: int, num_seeds: int):
+    """Whole PPO training for ``num_seeds`` vmapped seeds, compiled: (fn, inputs, seconds, steps)."""
+    import jax
+
+    from rl.ppo import PPOConfig, default_hparams, make_train
+
+    config = PPOConfig(env=env_id, total_timesteps=total_timesteps)
+    hparams = repeat_runs(default_hparams(config), num_seeds)
+    keys = seed_keys(0, num_seeds)
+    tick = time.perf_counter()
+    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys, hparams).compile()
+    steps = config.num_updates * config.batch_size * num_seeds
+    return compiled, (keys, hparams), time.perf_counter() - tick, steps
+
+
+def run_peer(python: str, script: Path, *args: int) -> float | None:
+    """One peer timing (its script prints a JSON line with env_steps_per_second)."""
+    result = subprocess.run([python, str(script), *map(str, args)], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        print(f"peer {script.name} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["env_steps_per_second"])
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Run all timings and write ``bench.json``; prints a table."""
+    import jax
+
+    peer_dir = Path(args.peer_dir)
+    sb3_python = args.sb3_python or (sys.executable if importlib.util.find_spec("stable_baselines3") else None)
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"device": str(jax.devices()[0]), "env": args.env, "total_timesteps": args.total_timesteps}
+
+    for num_envs in (4, 1024):
+        sps = time_env_only(args.env, num_envs, args.env_only_steps, args.repeats)
+        rows.append({"what": f"env only, random actions, {num_envs} envs", "env_steps_per_second": sps})
+
+    sb3: list[float] = []
+    for seeds in args.seeds:
+        compiled, inputs, compile_s, steps = compile_ppo(args.env, args.total_timesteps, seeds)
+        ours, rejax = [], []
+        for _ in range(args.repeats):  # alternate ours and the peers
+            tick = time.perf_counter()
+            jax.block_until_ready(compiled(*inputs))
+            ours.append(steps / (time.perf_counter() - tick))
+            if args.rejax_python and seeds in (1, 8):
+                rejax.append(run_peer(args.rejax_python, peer_dir / "rejax_ppo_bench.py", args.total_timesteps, seeds))
+            if sb3_python and seeds == 1:
+                sb3.append(run_peer(sb3_python, peer_dir / "sb3_ppo_bench.py", args.sb3_steps))
+        row = {"what": f"PPO train, {seeds} seed(s)", "env_steps_per_second": statistics.median(ours),
+               "compile_seconds": compile_s}
+        rejax = [r for r in rejax if r]
+        if rejax:
+            row["rejax_steps_per_second"] = statistics.median(rejax)
+            row["ratio_vs_rejax"] = row["env_steps_per_second"] / row["rejax_steps_per_second"]
+        rows.append(row)
+        del compiled
+
+    sb3 = [s for s in sb3 if s]
+    if sb3:
+        sb3_sps = statistics.median(sb3)
+        rows.append({"what": "stable-baselines3 PPO (torch CPU), 1 seed", "env_steps_per_second": sb3_sps})
+        for row in rows:
+            if row["what"].startswith("PPO train"):
+                row["ratio_vs_sb3"] = row["env_steps_per_second"] / sb3_sps
+    result["rows"] = rows
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records.write_json(out / "bench.json", result)
+    columns = ["what", "env_steps_per_second", "compile_seconds", "rejax_steps_per_second", "ratio_vs_rejax",
+               "ratio_vs_sb3"]
+    print(f"device: {result['device']}")
+    print(format_table(rows, columns))
+    return result
+
+
+if __name__ == "__main__":
+    cli(main, Args, __doc__)
