@@ -33,6 +33,22 @@ class RunArgs:
     """updates per compiled chunk between logs and checkpoints (0: about 20 chunks)"""
     progress: bool = True
     """show a progress bar"""
+    coordinator: str | None = None
+    """HOST:PORT of process 0: join the hosts with jax.distributed (run the same command on each host)"""
+    num_processes: int = 1
+    """number of processes (hosts) taking part, with --coordinator"""
+    process_id: int = 0
+    """this process's index in [0, num_processes), with --coordinator"""
+
+    def start_distributed(self) -> None:
+        """Join the multi-host runtime when ``--coordinator`` is given (before any computation)."""
+        if self.coordinator is None:
+            return
+        import jax
+
+        if jax.default_backend() == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(self.coordinator, self.num_processes, self.process_id)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for impossible run options."""
@@ -42,6 +58,10 @@ class RunArgs:
             raise ConfigError("chunk_updates", f"must be >= 0, got {self.chunk_updates}")
         if self.resume and self.out is None:
             raise ConfigError("resume", "needs --out naming the run to continue")
+        if self.coordinator is not None and not 0 <= self.process_id < self.num_processes:
+            raise ConfigError("process_id", f"must be in [0, {self.num_processes}), got {self.process_id}")
+        if self.coordinator is not None and self.out is None:
+            raise ConfigError("out", "multi-host runs need an explicit --out shared by all hosts")
 
     def out_dir(self, experiment: str) -> Path:
         """The run directory, defaulting to runs/<experiment>/<time>."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+
 from experiments.common import RunArgs, cli, format_table, repeat_runs, seed_keys
 from rl import records, runner
 from rl.ppo import PPOConfig, default_hparams, make_learner
@@ -23,6 +25,7 @@ class Args:
 def main(args: Args) -> dict[str, Any]:
     """Train ``num_seeds`` PPO runs and write the run directory; returns the summary."""
     args.run.validate()
+    args.run.start_distributed()
     args.ppo.validate()
     out = args.run.out_dir("ppo")
     learner = make_learner(args.ppo)
@@ -34,13 +37,14 @@ def main(args: Args) -> dict[str, Any]:
         args.run.chunk_updates, args.run.resume, args.run.progress,
     )
     summary = {"env": args.ppo.env, **runner.summarize(result)}
-    records.write_json(out / "summary.json", summary)
-    steps = records.series(result.records, "env_steps")
-    records.plot_curves(
-        out / "learning_curve.png",
-        {f"PPO {args.ppo.env}": (steps, records.series(result.records, "episode_return"))},
-        f"PPO on {args.ppo.env}",
-    )
+    if jax.process_index() == 0:
+        records.write_json(out / "summary.json", summary)
+        steps = records.series(result.records, "env_steps")
+        records.plot_curves(
+            out / "learning_curve.png",
+            {f"PPO {args.ppo.env}": (steps, records.series(result.records, "episode_return"))},
+            f"PPO on {args.ppo.env}",
+        )
     print(format_table(
         [{**summary, "final_return": f"{summary['final_return_mean']:.1f} ± {summary['final_return_std']:.1f}",
           "seeds": args.run.num_seeds}],

@@ -82,6 +82,7 @@ def parse_grid(sweep: Any) -> tuple[PPOConfig, list[dict[str, float]]]:
 def main(args: Args) -> dict[str, Any]:
     """Run the grid and write the ranking; returns the summary."""
     args.run.validate()
+    args.run.start_distributed()
     config, points = parse_grid(args.sweep)
     config.validate()
     swept = [name for name in HPARAM_FIELDS if len({p[name] for p in points}) > 1]
@@ -118,7 +119,8 @@ def main(args: Args) -> dict[str, Any]:
                             {label[i]: (steps, returns[:, i * seeds:(i + 1) * seeds]) for i in order},
                             f"PPO sweep on {config.env}")
     summary = {"env": config.env, "swept": swept, "best": rows[0], "table": rows, **runner.summarize(result)}
-    records.write_json(out / "summary.json", summary)
+    if jax.process_index() == 0:
+        records.write_json(out / "summary.json", summary)
     print(format_table(rows, columns))
     print(f"run directory: {out}")
     return summary

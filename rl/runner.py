@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from rl import records, sharding
@@ -53,6 +54,8 @@ def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
         return
     if out.exists() and any(out.iterdir()):
         raise RunError(f"--out: {out} already holds files; pass --resume to continue that run or choose another --out")
+    if jax.process_count() > 1:  # every host checks before any host writes (shared file systems)
+        multihost_utils.sync_global_devices("run directory checked")
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
         records.write_json(config_path, config)

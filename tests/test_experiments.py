@@ -1,0 +1,52 @@
+"""Smoke runs of every experiments/ entry point, and their --help."""
+
+import csv
+import json
+
+import pytest
+from conftest import run_cli
+
+from experiments import bench_ppo, sweep
+from experiments.common import RunArgs
+from rl.ppo import HPARAM_FIELDS, PPOConfig
+
+
+@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo"])
+def test_help_lists_every_field_with_its_default(module):
+    result = run_cli(module, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    if module != "experiments.bench_ppo":
+        for field in ["num_seeds", "resume", *(f.name for f in PPOConfig.__dataclass_fields__.values())]:
+            assert f"--{field.replace('_', '-')}" in text, field
+        assert "(default: 0.00025)" in text and "(default: CartPole-v1)" in text
+
+
+def test_sweep_ranks_a_small_grid(tmp_path):
+    args = sweep.Args(
+        RunArgs(out=str(tmp_path), num_seeds=2, progress=False),
+        sweep.SweepConfig(total_timesteps=64 * 10, num_envs=4, num_steps=16, num_minibatches=2, lr="1e-4,3e-3",
+                          ent_coef="0,0.01"),
+    )
+    summary = sweep.main(args)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 4 and summary["swept"] == ["lr", "ent_coef"]
+    means = [float(r["final_return_mean"]) for r in rows]
+    assert means == sorted(means, reverse=True)
+    assert (tmp_path / "sweep_ranking.png").stat().st_size > 0 and (tmp_path / "sweep_curves.png").exists()
+    assert len(json.loads((tmp_path / "config.json").read_text())["grid"]) == 4
+
+
+def test_sweep_rejects_a_bad_list():
+    bad = sweep.SweepConfig(lr="1e-4,abc")
+    with pytest.raises(ValueError, match="lr: expected comma-separated numbers"):
+        sweep.parse_grid(bad)
+    assert set(HPARAM_FIELDS) <= set(sweep.SweepConfig.__dataclass_fields__)
+
+
+def test_bench_runs_small(tmp_path):
+    result = bench_ppo.main(bench_ppo.Args(total_timesteps=2048, seeds=(1, 2), repeats=1, env_only_steps=4096,
+                                           out=str(tmp_path)))
+    whats = [row["what"] for row in result["rows"]]
+    assert "PPO train, 2 seed(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
+    assert (tmp_path / "bench.json").exists()
