@@ -176,6 +176,9 @@ class PPOHParams:
 def default_hparams(config: PPOConfig, env_params: Any = None, objective_params: Any = None, **overrides: float) -> PPOHParams:
     """Hyperparameters from ``config`` (and ``overrides``), the env's default params, and the
     objective's params (for the clip objective: ``clip_eps``)."""
+    unknown = sorted(set(overrides) - set(HPARAM_FIELDS))
+    if unknown:
+        raise ConfigError(unknown[0], f"is not a PPO hyperparameter; known: {', '.join(HPARAM_FIELDS)}")
     values = {name: overrides.get(name, getattr(config, name)) for name in HPARAM_FIELDS}
     check_hparam_values(values)
     if env_params is None:
