@@ -125,10 +125,6 @@ class RecurrentActorCritic(nn.Module):
         hidden = self.core(hidden, obs, reset)
         return hidden, self.actor(hidden)
 
-    def initial_hidden(self, batch_size: int) -> jax.Array:
-        """All-zero hidden state for ``batch_size`` environments."""
-        return jnp.zeros((batch_size, self.hidden_size))
-
 
 def masked_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Set the logits of illegal actions (``mask == False``) to a large negative number."""
