@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from experiments.common import cli, format_table, repeat_runs, seed_keys
-from rl import records
+from rl import envs, records
+from rl.ppo import PPOConfig, default_hparams, make_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +54,6 @@ class Args:
 
 def time_env_only(env_id: str, num_envs: int, steps: int, repeats: int) -> float:
     """Median env steps/s of a compiled scan of random actions over ``num_envs`` environments."""
-    import jax
-
-    from rl import envs
-
     env, params = envs.make_vec_env(env_id, num_envs)
     space = env.action_space(params)
     length = max(1, steps // num_envs)
@@ -81,10 +80,6 @@ def time_env_only(env_id: str, num_envs: int, steps: int, repeats: int) -> float
 
 def compile_ppo(env_id: str, total_timesteps: int, num_seeds: int):
     """Whole PPO training for ``num_seeds`` vmapped seeds, compiled: (fn, inputs, seconds, steps)."""
-    import jax
-
-    from rl.ppo import PPOConfig, default_hparams, make_train
-
     config = PPOConfig(env=env_id, total_timesteps=total_timesteps)
     hparams = repeat_runs(default_hparams(config), num_seeds)
     keys = seed_keys(0, num_seeds)
@@ -105,8 +100,6 @@ def run_peer(python: str, script: Path, *args: int) -> float | None:
 
 def main(args: Args) -> dict[str, Any]:
     """Run all timings and write ``bench.json``; prints a table."""
-    import jax
-
     peer_dir = Path(args.peer_dir)
     sb3_python = args.sb3_python or (sys.executable if importlib.util.find_spec("stable_baselines3") else None)
     rows: list[dict[str, Any]] = []

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jax
 import numpy as np
 
-import rl  # noqa: F401  (sets the safe XLA CPU flags before JAX starts)
+import rl  # noqa: F401  (sets the safe XLA CPU flags before JAX starts its backend)
 from rl.errors import ConfigError, RunError
 
 T = TypeVar("T")
@@ -44,8 +45,6 @@ class RunArgs:
         """Join the multi-host runtime when ``--coordinator`` is given (before any computation)."""
         if self.coordinator is None:
             return
-        import jax
-
         if jax.default_backend() == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(self.coordinator, self.num_processes, self.process_id)
@@ -70,15 +69,11 @@ class RunArgs:
 
 def seed_keys(seed: int, num: int) -> np.ndarray:
     """``num`` independent PRNG keys (uint32 pairs) derived from ``seed``."""
-    import jax
-
     return np.asarray(jax.random.split(jax.random.PRNGKey(seed), num))
 
 
 def repeat_runs(tree: Any, num: int) -> Any:
     """Give every leaf a leading runs axis of size ``num`` (host numpy arrays)."""
-    import jax
-
     return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num, *np.shape(x))).copy(), tree)
 
 

@@ -8,7 +8,7 @@ bootstrap truncated episodes. ``VecEnv`` batches a single environment; the ``Nor
 wrappers share their running statistics across that batch.
 
 An environment with legal-action masks defines ``action_mask(state, params) -> bool[num_actions]``;
-``action_mask`` below finds it through any stack of wrappers.
+every wrapper answers ``action_mask`` by passing its inner state down (``VecEnv`` vmaps it).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from gymnax.environments import spaces
+
+from rl.errors import ConfigError
 
 EnvFactory = Callable[..., Any]
 _PROJECT_ENVS: dict[str, EnvFactory] = {}
@@ -42,9 +44,9 @@ def registered_ids() -> list[str]:
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise ``ValueError`` naming the allowed ids if ``env_id`` is unknown (no env is built)."""
+    """Raise ``ConfigError`` (field ``env``) naming the known ids if ``env_id`` is unknown."""
     if env_id not in registered_ids():
-        raise ValueError(f"env: unknown environment id {env_id!r}; known ids: {', '.join(registered_ids())}")
+        raise ConfigError("env", f"unknown environment id {env_id!r}; known ids: {', '.join(registered_ids())}")
 
 
 def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
@@ -84,14 +86,6 @@ def has_action_mask(env: Any) -> bool:
     return hasattr(base_env(env), "action_mask")
 
 
-def action_mask(env: Any, state: Any, params: Any) -> jax.Array:
-    """The legal-action mask of ``state``, unwrapping wrapper states down to the base env."""
-    while isinstance(env, Wrapper):
-        state = env.inner_state(state)
-        env = env.env
-    return env.action_mask(state, params)
-
-
 class Wrapper:
     """Base wrapper: forwards every attribute it does not define to the wrapped environment."""
 
@@ -104,6 +98,10 @@ class Wrapper:
     def inner_state(self, state: Any) -> Any:
         """The wrapped environment's state inside this wrapper's state."""
         return state
+
+    def action_mask(self, state: Any, params: Any) -> jax.Array:
+        """The base environment's legal-action mask (only if it defines one)."""
+        return self.env.action_mask(self.inner_state(state), params)
 
 
 class FlattenObservation(Wrapper):
@@ -197,7 +195,7 @@ class VecEnv(Wrapper):
 
     def action_mask(self, state: Any, params: Any) -> jax.Array:
         """Masks of every copy, ``bool[num_envs, num_actions]``."""
-        return jax.vmap(action_mask, in_axes=(None, 0, None))(self.env, state, params)
+        return jax.vmap(self.env.action_mask, in_axes=(0, None))(state, params)
 
 
 @struct.dataclass
@@ -236,9 +234,6 @@ class NormalizeVecObservation(Wrapper):
     def inner_state(self, state: NormalizeObsState) -> Any:
         return state.env_state
 
-    def action_mask(self, state: NormalizeObsState, params: Any) -> jax.Array:
-        return self.env.action_mask(state.env_state, params)
-
     def _normalize(self, obs: jax.Array, stats: RunningMeanStd) -> jax.Array:
         return (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)
 
@@ -270,9 +265,6 @@ class NormalizeVecReward(Wrapper):
 
     def inner_state(self, state: NormalizeRewardState) -> Any:
         return state.env_state
-
-    def action_mask(self, state: NormalizeRewardState, params: Any) -> jax.Array:
-        return self.env.action_mask(state.env_state, params)
 
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, NormalizeRewardState]:
         obs, env_state = self.env.reset(key, params)

@@ -105,10 +105,7 @@ class PPOConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field; builds and compiles nothing."""
-        try:
-            envs.check_env_id(self.env)
-        except ValueError as error:
-            raise ConfigError("env", str(error).removeprefix("env: ")) from None
+        envs.check_env_id(self.env)
         for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches", "gru_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be a positive integer, got {getattr(self, name)}")

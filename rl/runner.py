@@ -6,6 +6,9 @@ compiles ``update`` scanned ``chunk_updates`` times, vmapped over runs and shard
 then loops: run a chunk, copy its per-update metrics to the host, stop on a non-finite loss,
 append ``metrics.jsonl``, save an orbax checkpoint of the full state. ``resume=True`` restores the
 newest checkpoint and continues; the resumed run reproduces the uninterrupted one exactly.
+
+The learner's per-update metrics must include ``total_loss`` (checked for NaN/inf) and
+``episode_return`` (progress bar and ``summarize``).
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
         if not config_path.exists():
             raise RunError(f"--resume: {out} holds no run to resume (no config.json)")
         saved = json.loads(config_path.read_text())
-        if saved != json.loads(json.dumps(config, default=str)):
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config.get(k), default=str)))
+        current = json.loads(json.dumps(config, default=str))  # as it would be saved
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if changed:
             raise RunError(f"--resume: the configuration differs from the saved run in {changed}")
         return
     if out.exists() and any(out.iterdir()):
