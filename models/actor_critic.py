@@ -27,10 +27,27 @@ class PolicyOutput(NamedTuple):
     value: jax.Array
 
 
+def orthogonal(scale: float = 1.0) -> nn.initializers.Initializer:
+    """Orthogonal initialiser (as ``flax.linen.initializers.orthogonal``) whose QR factorisation
+    never runs batched.
+
+    Under ``vmap`` (a batch of seeds) JAX's CPU QR kernel splits the batch over XLA's thread pool
+    and blocks until the pieces finish; when every pool thread is already busy (several CPU devices,
+    or concurrently scheduled branches) that wait never ends and training hangs at initialisation.
+    ``sequential_vmap`` turns the batch into a loop of single QRs, with the same values.
+    """
+    base = nn.initializers.orthogonal(scale)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jax.custom_batching.sequential_vmap(lambda k: base(k, shape, dtype))(key)
+
+    return init
+
+
 def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
     return nn.Dense(
         features,
-        kernel_init=nn.initializers.orthogonal(scale),
+        kernel_init=orthogonal(scale),
         bias_init=nn.initializers.zeros,
         name=name,
     )
@@ -50,11 +67,50 @@ class MLP(nn.Module):
         return x
 
 
+def _stacked_orthogonal(scale: float) -> nn.initializers.Initializer:
+    """Orthogonal initialiser applied separately to each slice ``[i]`` of a stacked kernel."""
+    single = orthogonal(scale)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jax.vmap(lambda k: single(k, shape[1:], dtype))(jax.random.split(key, shape[0]))
+
+    return init
+
+
+class TwinMLP(nn.Module):
+    """Two MLPs of the same shape with separate weights, stored stacked (``kernel_i[2, in, out]``).
+
+    ``apply(params, x)`` runs both on the same input and returns ``[2, ..., out]``: one batched
+    matmul per layer instead of two, which makes a CPU training step about 10% faster.
+    ``apply(params, x, index=k)`` runs MLP ``k`` alone and returns ``[..., out]``.
+    """
+
+    hidden_sizes: tuple[int, ...]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, index: int | None = None) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        if index is None:
+            x = jnp.broadcast_to(x, (2, *x.shape))
+        for layer, size in enumerate(self.hidden_sizes):
+            shape = (2, x.shape[-1], size)
+            kernel = self.param(f"kernel_{layer}", _stacked_orthogonal(np.sqrt(2.0)), shape)
+            bias = self.param(f"bias_{layer}", nn.initializers.zeros, (2, size))
+            if index is None:
+                x = act(jax.vmap(lambda xk, wk, bk: xk @ wk + bk)(x, kernel, bias))
+            else:
+                x = act(x @ kernel[index] + bias[index])
+        return x
+
+
 class ActorCritic(nn.Module):
     """Separate MLP actor and critic (PureJaxRL layout): ``apply(params, obs) -> PolicyOutput``.
 
-    ``method=ActorCritic.policy`` and ``method=ActorCritic.value`` evaluate one half only: learners
-    act with the actor inside the rollout loop and evaluate the critic on the whole rollout at once.
+    The two torsos share no weights; they are stored stacked in one ``TwinMLP`` (index 0 the
+    actor, 1 the critic) so that a training step evaluates both at once. ``method=ActorCritic.policy``
+    and ``method=ActorCritic.value`` evaluate one half only: learners act with the actor inside the
+    rollout loop and evaluate the critic on the whole rollout at once.
     """
 
     action_dim: int
@@ -63,25 +119,28 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
 
     def setup(self) -> None:
-        self.actor_torso = MLP(self.hidden_sizes, self.activation)
+        self.torsos = TwinMLP(self.hidden_sizes, self.activation)
         self.actor_head = _dense(self.action_dim, 0.01)
-        self.critic_torso = MLP(self.hidden_sizes, self.activation)
         self.critic_head = _dense(1, 1.0)
         if self.continuous:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
 
-    def policy(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Logits (or Gaussian mean) and log std (zeros for discrete actions)."""
-        logits = self.actor_head(self.actor_torso(obs))
+    def _policy_head(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = self.actor_head(features)
         log_std = self.log_std if self.continuous else jnp.zeros((self.action_dim,), logits.dtype)
         return logits, jnp.broadcast_to(log_std, logits.shape)
 
+    def policy(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Logits (or Gaussian mean) and log std (zeros for discrete actions)."""
+        return self._policy_head(self.torsos(obs, index=0))
+
     def value(self, obs: jax.Array) -> jax.Array:
         """State value."""
-        return self.critic_head(self.critic_torso(obs))[..., 0]
+        return self.critic_head(self.torsos(obs, index=1))[..., 0]
 
     def __call__(self, obs: jax.Array) -> PolicyOutput:
-        return PolicyOutput(*self.policy(obs), self.value(obs))
+        actor_features, critic_features = self.torsos(obs)
+        return PolicyOutput(*self._policy_head(actor_features), self.critic_head(critic_features)[..., 0])
 
 
 class RecurrentActorCritic(nn.Module):
@@ -102,7 +161,7 @@ class RecurrentActorCritic(nn.Module):
 
     def setup(self) -> None:
         self.torso = MLP(self.torso_sizes, self.activation)
-        self.gru = nn.GRUCell(self.hidden_size)
+        self.gru = nn.GRUCell(self.hidden_size, recurrent_kernel_init=orthogonal())
         self.actor = ActorCritic(self.action_dim, self.continuous, self.head_sizes, self.activation)
 
     def core(self, hidden: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:

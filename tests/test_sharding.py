@@ -51,3 +51,12 @@ def test_two_processes_match_one_device(tmp_path):
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     one = train_on(jax.devices()[:1], tmp_path / "one")
     np.testing.assert_allclose(np.load(tmp_path / "mh" / "returns.npy"), one[0], rtol=1e-4, atol=1e-4)
+
+
+def test_several_runs_per_device_on_every_device_do_not_hang():
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    for network in ("mlp", "gru"):
+        done = subprocess.run([sys.executable, str(ROOT / "tests" / "busy_devices_case.py"), network], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "ok 4 16" in done.stdout, done.stderr[-3000:]
