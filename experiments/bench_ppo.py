@@ -3,7 +3,8 @@
     python -m experiments.bench_ppo --rejax-python .peer-rejax/bin/python --sb3-python .peer-sb3/bin/python
 
 Measures (CartPole-v1, PureJaxRL default config): env-only steps/s with random actions; PPO
-training steps/s for 1, 8 and 32 vmapped seeds with compile time apart; and, when their Python
+training steps/s for 1, 8 and 32 seeds with compile time apart, vmapped and sharded over devices
+as the runner does (``import rl`` makes one CPU device per core, so seeds spread over the cores); and, when their Python
 interpreters are given (or stable-baselines3 is importable here, the optional ``bench`` extra),
 rejax PPO and stable-baselines3 PPO through the scripts in ../shared/bench. Commands alternate
 (ours, peer, ours, peer, ...) and medians are reported, with ratios ours / peer.
@@ -24,7 +25,7 @@ from typing import Any
 import jax
 
 from experiments.common import cli, format_table, repeat_runs, seed_keys
-from rl import envs, records
+from rl import envs, records, sharding
 from rl.ppo import PPOConfig, default_hparams, make_train
 
 
@@ -79,14 +80,16 @@ def time_env_only(env_id: str, num_envs: int, steps: int, repeats: int) -> float
 
 
 def compile_ppo(env_id: str, total_timesteps: int, num_seeds: int):
-    """Whole PPO training for ``num_seeds`` vmapped seeds, compiled: (fn, inputs, seconds, steps)."""
+    """Whole PPO training for ``num_seeds`` seeds, vmapped and sharded over devices as the runner
+    does, compiled: (fn, inputs, seconds, steps, devices used)."""
     config = PPOConfig(env=env_id, total_timesteps=total_timesteps)
-    hparams = repeat_runs(default_hparams(config), num_seeds)
-    keys = seed_keys(0, num_seeds)
+    mesh = sharding.batch_mesh(num_seeds)
+    hparams = sharding.shard_runs(repeat_runs(default_hparams(config), num_seeds), mesh)
+    keys = sharding.shard_runs(seed_keys(0, num_seeds), mesh)
     tick = time.perf_counter()
-    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys, hparams).compile()
+    compiled = sharding.map_over_runs(make_train(config), mesh).lower(keys, hparams).compile()
     steps = config.num_updates * config.batch_size * num_seeds
-    return compiled, (keys, hparams), time.perf_counter() - tick, steps
+    return compiled, (keys, hparams), time.perf_counter() - tick, steps, mesh.devices.size
 
 
 def run_peer(python: str, script: Path, *args: int) -> float | None:
@@ -103,7 +106,7 @@ def main(args: Args) -> dict[str, Any]:
     peer_dir = Path(args.peer_dir)
     sb3_python = args.sb3_python or (sys.executable if importlib.util.find_spec("stable_baselines3") else None)
     rows: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"device": str(jax.devices()[0]), "env": args.env, "total_timesteps": args.total_timesteps}
+    result: dict[str, Any] = {"device": f"{jax.devices()[0].device_kind} x {jax.device_count()}", "env": args.env, "total_timesteps": args.total_timesteps}
 
     for num_envs in (4, 1024):
         sps = time_env_only(args.env, num_envs, args.env_only_steps, args.repeats)
@@ -111,7 +114,7 @@ def main(args: Args) -> dict[str, Any]:
 
     sb3: list[float] = []
     for seeds in args.seeds:
-        compiled, inputs, compile_s, steps = compile_ppo(args.env, args.total_timesteps, seeds)
+        compiled, inputs, compile_s, steps, devices = compile_ppo(args.env, args.total_timesteps, seeds)
         ours, rejax = [], []
         for _ in range(args.repeats):  # alternate ours and the peers
             tick = time.perf_counter()
@@ -121,7 +124,7 @@ def main(args: Args) -> dict[str, Any]:
                 rejax.append(run_peer(args.rejax_python, peer_dir / "rejax_ppo_bench.py", args.total_timesteps, seeds))
             if sb3_python and seeds == 1:
                 sb3.append(run_peer(sb3_python, peer_dir / "sb3_ppo_bench.py", args.sb3_steps))
-        row = {"what": f"PPO train, {seeds} seed(s)", "env_steps_per_second": statistics.median(ours),
+        row = {"what": f"PPO train, {seeds} seed(s) on {devices} device(s)", "env_steps_per_second": statistics.median(ours),
                "compile_seconds": compile_s}
         rejax = [r for r in rejax if r]
         if rejax:

@@ -48,5 +48,5 @@ def test_bench_runs_small(tmp_path):
     result = bench_ppo.main(bench_ppo.Args(total_timesteps=2048, seeds=(1, 2), repeats=1, env_only_steps=4096,
                                            out=str(tmp_path)))
     whats = [row["what"] for row in result["rows"]]
-    assert "PPO train, 2 seed(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
+    assert "PPO train, 2 seed(s) on 2 device(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
     assert (tmp_path / "bench.json").exists()
