@@ -42,7 +42,8 @@ def threefry2x32(key0: jax.Array, key1: jax.Array, count0: jax.Array, count1: ja
 
     All arguments are uint32 arrays that broadcast together; returns the two output words.
     """
-    key0, key1, x0, x1 = jnp.broadcast_arrays(key0, key1, count0, count1)
+    key0, key1 = jnp.broadcast_arrays(key0, key1)  # usually scalars: keep them small
+    x0, x1 = jnp.broadcast_arrays(count0, count1, key0)[:2]
     schedule = jnp.stack([key0, key1, key0 ^ key1 ^ _KEY_PARITY])
     rotations = jnp.asarray(_ROTATIONS, jnp.uint32)
 

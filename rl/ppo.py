@@ -329,8 +329,8 @@ def make_learner(config: PPOConfig) -> Learner:
             return (env_state, next_obs, done, hidden), transition
 
         carry = (state.env_state, state.obs, state.last_done, state.hidden)
-        env_key, noise_key = jax.random.split(key)
-        step_inputs = (jax.random.split(env_key, config.num_steps), action_noise(noise_key))
+        env_keys_root, noise_key = jax.random.split(key)
+        step_inputs = (jax.random.split(env_keys_root, config.num_steps), action_noise(noise_key))
         carry, traj = jax.lax.scan(env_step, carry, step_inputs)
         env_state, obs, last_done, hidden = carry
         return state.replace(env_state=env_state, obs=obs, last_done=last_done, hidden=hidden), traj

@@ -1,6 +1,6 @@
-"""Initialise (and run one update of) several PPO learners per device on every CPU device at once:
-with JAX's batched CPU QR in the orthogonal initialiser this deadlocked (the test runs it in a
-subprocess with a time limit)."""
+"""Initialise (and run one update of) 4 PPO learners per device on every CPU device at once: with
+JAX's batched CPU QR in the orthogonal initialiser this deadlocked (the test runs it in a
+subprocess with a time limit). Usage: busy_devices_case.py {mlp,gru}"""
 
 import sys
 
@@ -11,9 +11,8 @@ from experiments.common import repeat_runs, seed_keys
 from rl import sharding
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
-recurrent = sys.argv[1] == "gru"
-config = PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, recurrent=recurrent,
-                   gru_size=64)
+config = PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32,
+                   recurrent=sys.argv[1] == "gru", gru_size=64)
 learner = make_learner(config)
 runs = 4 * jax.device_count()
 mesh = sharding.batch_mesh(runs)
@@ -22,4 +21,4 @@ hparams = sharding.shard_runs(repeat_runs(default_hparams(config), runs), mesh)
 state = sharding.map_over_runs(learner.init, mesh)(keys, hparams)
 state, metrics = sharding.map_over_runs(learner.update, mesh)(state, hparams)
 jax.block_until_ready(metrics)
-print("ok", jax.device_count(), runs)
+print(f"ok {jax.device_count()} {runs}")

@@ -1,0 +1,56 @@
+"""Networks: the actor-only and critic-only paths equal the joint forward pass; the actor and critic
+really are separate networks; the orthogonal initialiser is orthogonal and equal under vmap."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.actor_critic import ActorCritic, RecurrentActorCritic, orthogonal
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_actor_critic_halves_equal_the_joint_pass(continuous):
+    net = ActorCritic(3, continuous, hidden_sizes=(16, 8))
+    obs = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
+    params = net.init(jax.random.PRNGKey(1), obs[0])
+    joint = net.apply(params, obs)
+    logits, log_std = net.apply(params, obs, method=net.policy)
+    value = net.apply(params, obs, method=net.value)
+    np.testing.assert_allclose(joint.logits, logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(joint.log_std, log_std, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(joint.value, value, rtol=1e-6, atol=1e-6)
+    assert joint.logits.shape == (5, 3) and joint.value.shape == (5,)
+
+
+def test_actor_and_critic_share_no_weights():
+    """A gradient of the value alone touches only the critic's slices of the stacked kernels."""
+    net = ActorCritic(2, hidden_sizes=(8, 8))
+    obs = jnp.ones((3, 4))
+    params = net.init(jax.random.PRNGKey(0), obs[0])
+    grads = jax.grad(lambda p: net.apply(p, obs).value.sum())(params)["params"]
+    for name, grad in grads["torsos"].items():
+        assert np.all(grad[0] == 0) and np.any(grad[1] != 0), name
+    assert all(np.all(g == 0) for g in jax.tree.leaves(grads["actor_head"]))
+    kernels = params["params"]["torsos"]["kernel_1"]
+    assert not np.allclose(kernels[0], kernels[1])  # two independently initialised networks
+
+
+def test_recurrent_actor_critic_halves_equal_the_joint_pass():
+    net = RecurrentActorCritic(2, torso_sizes=(8,), hidden_size=6, head_sizes=(8,))
+    obs, hidden, reset = jnp.ones((3, 4)), jnp.zeros((3, 6)), jnp.array([True, False, False])
+    params = net.init(jax.random.PRNGKey(0), hidden, obs, reset)
+    new_hidden, joint = net.apply(params, hidden, obs, reset)
+    core = net.apply(params, hidden, obs, reset, method=net.core)
+    np.testing.assert_allclose(new_hidden, core, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(joint.logits, net.apply(params, core, method=net.policy)[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(joint.value, net.apply(params, core, method=net.value), rtol=1e-6, atol=1e-6)
+
+
+def test_orthogonal_matches_flax_under_vmap():
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    ours = jax.jit(jax.vmap(lambda k: orthogonal(2.0)(k, (6, 4))))(keys)
+    flax_values = jax.vmap(lambda k: nn.initializers.orthogonal(2.0)(k, (6, 4)))(keys)
+    np.testing.assert_allclose(ours, flax_values, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours[0].T @ ours[0], 4.0 * np.eye(4), atol=1e-5)
