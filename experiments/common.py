@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 
-import rl  # noqa: F401  (sets the safe XLA CPU flags before JAX starts its backend)
+import rl  # noqa: F401  (sets up JAX's CPU backend before it starts)
 from rl.errors import ConfigError, RunError
 
 T = TypeVar("T")

@@ -81,8 +81,8 @@ class TwinMLP(nn.Module):
     """Two MLPs of the same shape with separate weights, stored stacked (``kernel_i[2, in, out]``).
 
     ``apply(params, x)`` runs both on the same input and returns ``[2, ..., out]``: one batched
-    matmul per layer instead of two (measured on CPU: a PPO gradient step ~10% faster, CartPole
-    training ~6%).
+    matmul per layer instead of two (development A/B timings on CPU, README: Benchmark: a PPO
+    gradient step ~10% faster, CartPole training ~6%).
     ``apply(params, x, index=k)`` runs MLP ``k`` alone and returns ``[..., out]``.
     """
 

@@ -4,7 +4,8 @@ JAX lowers its ``threefry2x32`` primitive on CPU as a loop of five iterations (a
 that compiles faster for large models). On the XLA CPU runtime every loop iteration costs a fixed
 dispatch overhead, and an RL rollout draws random numbers at every environment step (the
 environment's own resets included), so that loop is a sizeable share of a small step: PPO on
-CartPole trains about 8% faster and compiles about 1 s sooner with the hash written out in full.
+CartPole trains about 8% faster and compiles about 1 s sooner with the hash written out in full
+(development A/B timings; README: Benchmark).
 The hash is the same 20-round Threefry-2x32, so every random number stays bit-identical (tested
 against the published known-answer vectors and against JAX's own lowering).
 

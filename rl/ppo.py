@@ -273,16 +273,10 @@ def make_learner(config: PPOConfig) -> Learner:
         logits = masked_logits(logits, mask)
         return categorical_log_prob(logits, action), categorical_entropy(logits)
 
-    def action_noise(key: jax.Array) -> jax.Array:
-        """The whole rollout's sampling noise in one call (cheaper than a random call per step):
-        standard normal for Gaussian actions, standard Gumbel for categorical ones."""
-        shape = (config.num_steps, config.num_envs, n_actions)
-        return jax.random.normal(key, shape) if continuous else jax.random.gumbel(key, shape)
-
-    def sample(noise: jax.Array, logits: jax.Array, log_std: jax.Array, mask: jax.Array | None) -> jax.Array:
+    def sample(key: jax.Array, logits: jax.Array, log_std: jax.Array, mask: jax.Array | None) -> jax.Array:
         if continuous:
-            return logits + jnp.exp(log_std) * noise
-        return jnp.argmax(masked_logits(logits, mask) + noise, axis=-1)  # Gumbel-max sampling
+            return logits + jnp.exp(log_std) * jax.random.normal(key, logits.shape)
+        return jax.random.categorical(key, masked_logits(logits, mask))
 
     def optimizer(hp: PPOHParams, lr: jax.Array) -> optax.GradientTransformation:
         # One flat parameter vector: a few large kernels instead of many tiny ones per step.
@@ -311,12 +305,12 @@ def make_learner(config: PPOConfig) -> Learner:
         )
 
     def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition]:
-        def env_step(carry, step_inputs):
+        def env_step(carry, step_key):
             env_state, obs, last_done, hidden = carry
-            env_key, noise = step_inputs
+            action_key, env_key = jax.random.split(step_key)
             mask = vec_env.action_mask(env_state, hp.env_params) if masked else None
             hidden, (logits, log_std) = act(state.params, hidden, obs, last_done)
-            action = sample(noise, logits, log_std, mask)
+            action = sample(action_key, logits, log_std, mask)
             log_prob, _ = log_prob_and_entropy(logits, log_std, action, mask)
             next_obs, env_state, reward, terminated, truncated, info = vec_env.step(
                 env_key, env_state, action, hp.env_params
@@ -329,9 +323,7 @@ def make_learner(config: PPOConfig) -> Learner:
             return (env_state, next_obs, done, hidden), transition
 
         carry = (state.env_state, state.obs, state.last_done, state.hidden)
-        env_keys_root, noise_key = jax.random.split(key)
-        step_inputs = (jax.random.split(env_keys_root, config.num_steps), action_noise(noise_key))
-        carry, traj = jax.lax.scan(env_step, carry, step_inputs)
+        carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, config.num_steps))
         env_state, obs, last_done, hidden = carry
         return state.replace(env_state=env_state, obs=obs, last_done=last_done, hidden=hidden), traj
 
