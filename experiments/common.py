@@ -13,7 +13,10 @@ import jax
 import numpy as np
 
 import rl  # noqa: F401  (sets up JAX's CPU backend before it starts)
+from experiments import launch
+from rl import runner
 from rl.errors import ConfigError, RunError
+from rl.loggers import check_backends
 
 T = TypeVar("T")
 
@@ -32,6 +35,14 @@ class RunArgs:
     """continue the run in --out from its newest checkpoint"""
     chunk_updates: int = 0
     """updates per compiled chunk between logs and checkpoints (0: about 20 chunks)"""
+    checkpoint_seconds: float = 30.0
+    """save a checkpoint after a chunk when this many seconds passed since the last one (always at the end)"""
+    eval_episodes: int = 16
+    """episodes per run played greedily by the final policy for summary.json (0: none)"""
+    tolerate_failures: bool = False
+    """freeze and report runs whose loss turns non-finite instead of stopping all runs"""
+    loggers: tuple[str, ...] = ()
+    """extra logging backends mirroring metrics.jsonl: tensorboard, wandb (optional extras)"""
     progress: bool = True
     """show a progress bar"""
     coordinator: str | None = None
@@ -42,12 +53,18 @@ class RunArgs:
     """this process's index in [0, num_processes), with --coordinator"""
 
     def start_distributed(self) -> None:
-        """Join the multi-host runtime when ``--coordinator`` is given (before any computation)."""
+        """Join the multi-host runtime when ``--coordinator`` is given. ``python -m experiments.NAME``
+        has joined already (``experiments/__init__.py``); called from Python after JAX's backend
+        started, this raises ``RunError`` saying how to launch instead."""
         if self.coordinator is None:
             return
-        if jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(self.coordinator, self.num_processes, self.process_id)
+        try:
+            launch.join(self.coordinator, self.num_processes, self.process_id)
+        except RuntimeError as error:
+            raise RunError(
+                f"--coordinator: cannot join {self.coordinator} after JAX started its backend ({error}); launch "
+                "with python -m experiments.NAME, or call experiments.launch.join before importing the library"
+            ) from error
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for impossible run options."""
@@ -61,10 +78,23 @@ class RunArgs:
             raise ConfigError("process_id", f"must be in [0, {self.num_processes}), got {self.process_id}")
         if self.coordinator is not None and self.out is None:
             raise ConfigError("out", "multi-host runs need an explicit --out shared by all hosts")
+        if self.eval_episodes < 0:
+            raise ConfigError("eval_episodes", f"must be >= 0, got {self.eval_episodes}")
+        if not self.checkpoint_seconds >= 0:
+            raise ConfigError("checkpoint_seconds", f"must be >= 0, got {self.checkpoint_seconds}")
+        check_backends(self.loggers)
 
     def out_dir(self, experiment: str) -> Path:
         """The run directory, defaulting to runs/<experiment>/<time>."""
         return Path(self.out or f"runs/{experiment}/{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def run(self, learner: Any, keys: np.ndarray, hparams: Any, out: Path, config: dict[str, Any]) -> runner.RunResult:
+        """``rl.runner.run`` with these options."""
+        return runner.run(
+            learner, keys, hparams, out, config, chunk_updates=self.chunk_updates, resume=self.resume,
+            progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes,
+            checkpoint_seconds=self.checkpoint_seconds, loggers=self.loggers,
+        )
 
 
 def seed_keys(seed: int, num: int) -> np.ndarray:
@@ -98,6 +128,12 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
+
+
+def mean_std(summary: dict[str, Any], name: str) -> str:
+    """``"mean ± std"`` of ``summary[name + "_mean"]`` and ``_std``, or ``-`` when missing."""
+    mean, std = summary.get(f"{name}_mean"), summary.get(f"{name}_std")
+    return "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
 def _fmt(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from experiments.common import RunArgs, cli, format_table, repeat_runs, seed_keys
+from experiments.common import RunArgs, cli, format_table, mean_std, repeat_runs, seed_keys
 from rl import records, runner
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
@@ -32,10 +32,7 @@ def main(args: Args) -> dict[str, Any]:
     hparams = repeat_runs(default_hparams(args.ppo), args.run.num_seeds)
     config = {**dataclasses.asdict(args.ppo), "seed": args.run.seed, "num_seeds": args.run.num_seeds,
               "chunk_updates": args.run.chunk_updates}
-    result = runner.run(
-        learner, seed_keys(args.run.seed, args.run.num_seeds), hparams, out, config,
-        args.run.chunk_updates, args.run.resume, args.run.progress,
-    )
+    result = args.run.run(learner, seed_keys(args.run.seed, args.run.num_seeds), hparams, out, config)
     summary = {"env": args.ppo.env, **runner.summarize(result)}
     if jax.process_index() == 0:
         records.write_json(out / "summary.json", summary)
@@ -46,11 +43,14 @@ def main(args: Args) -> dict[str, Any]:
             f"PPO on {args.ppo.env}",
         )
     print(format_table(
-        [{**summary, "final_return": f"{summary['final_return_mean']:.1f} ± {summary['final_return_std']:.1f}",
-          "seeds": args.run.num_seeds}],
-        ["env", "seeds", "final_return", "total_env_steps", "env_steps_per_second", "compile_seconds", "train_seconds"],
+        [{**summary, "seeds": args.run.num_seeds, "final_return": mean_std(summary, "final_return"),
+          "eval_return": mean_std(summary, "eval_return")}],
+        ["env", "seeds", "final_return", "eval_return", "total_env_steps", "env_steps_per_second", "compile_seconds",
+         "train_seconds"],
     ))
-    print(f"per-seed final return: {[round(x, 1) for x in summary['final_return_per_seed']]}")
+    print(f"per-seed final return: {summary['final_return_per_seed']}")
+    if summary["failed_runs"]:
+        print(f"failed runs (run: update): {summary['failed_runs']}")
     print(f"run directory: {out}")
     return summary
 

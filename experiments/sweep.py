@@ -94,13 +94,12 @@ def main(args: Args) -> dict[str, Any]:
     keys = np.concatenate([seed_keys(args.run.seed, seeds)] * len(points))
     run_config = {**dataclasses.asdict(config), "grid": points, "seed": args.run.seed, "num_seeds": seeds,
                   "chunk_updates": args.run.chunk_updates}
-    result = runner.run(make_learner(config), keys, hp, out, run_config, args.run.chunk_updates,
-                        args.run.resume, args.run.progress)
+    result = args.run.run(make_learner(config), keys, hp, out, run_config)
 
     returns = records.series(result.records, "episode_return")  # [updates, points * seeds]
-    final = returns[-records.final_window(len(returns)):].mean(axis=0).reshape(len(points), seeds)
+    final = records.final_values(result.records).reshape(len(points), seeds)
     mean, half = records.mean_ci95(final, axis=1)
-    order = np.argsort(-mean)
+    order = np.argsort(-np.nan_to_num(mean, nan=-np.inf))
     rows = []
     for rank, i in enumerate(order, start=1):
         rows.append({"rank": rank, **{k: points[i][k] for k in swept}, "final_return_mean": float(mean[i]),

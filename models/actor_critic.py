@@ -1,4 +1,5 @@
-"""Actor-critic networks (MLP and GRU) and the distribution maths the learners need.
+"""Actor-critic networks (MLP, conv torso for image observations, GRU) and the distribution maths
+the learners need.
 
 A policy head returns ``PolicyOutput``: for discrete actions ``logits`` (``log_std`` is unused),
 for continuous actions the Gaussian ``mean`` in ``logits`` and a state-independent ``log_std``.
@@ -105,26 +106,53 @@ class TwinMLP(nn.Module):
         return x
 
 
+class ConvTorso(nn.Module):
+    """Convolutions (3x3, stride 1, same padding, ReLU) over ``[..., H, W, C]`` images, flattened:
+    the MinAtar network's feature extractor (one layer of 16 channels by default)."""
+
+    channels: tuple[int, ...] = (16,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch_shape = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:]).astype(jnp.float32)
+        for channels in self.channels:
+            x = nn.relu(nn.Conv(channels, (3, 3), kernel_init=orthogonal(np.sqrt(2.0)))(x))
+        return x.reshape(*batch_shape, -1)
+
+
+TORSOS = ("mlp", "conv")
+
+
 class ActorCritic(nn.Module):
     """Separate MLP actor and critic (PureJaxRL layout): ``apply(params, obs) -> PolicyOutput``.
 
-    The two torsos share no weights; they are stored stacked in one ``TwinMLP`` (index 0 the
+    The two MLPs share no weights; they are stored stacked in one ``TwinMLP`` (index 0 the
     actor, 1 the critic) so that a training step evaluates both at once. ``method=ActorCritic.policy``
     and ``method=ActorCritic.value`` evaluate one half only: learners act with the actor inside the
-    rollout loop and evaluate the critic on the whole rollout at once.
+    rollout loop and evaluate the critic on the whole rollout at once. ``torso="conv"`` reads image
+    observations ``[..., H, W, C]`` through a ``ConvTorso`` shared by actor and critic.
     """
 
     action_dim: int
     continuous: bool = False
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    torso: str = "mlp"
+    conv_channels: tuple[int, ...] = (16,)
 
     def setup(self) -> None:
+        if self.torso == "conv":
+            self.conv = ConvTorso(self.conv_channels)
         self.torsos = TwinMLP(self.hidden_sizes, self.activation)
         self.actor_head = _dense(self.action_dim, 0.01)
         self.critic_head = _dense(1, 1.0)
         if self.continuous:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+
+    def features(self, obs: jax.Array) -> jax.Array:
+        """The input of the actor and critic MLPs: conv features of an image, or ``obs`` itself."""
+        return self.conv(obs) if self.torso == "conv" else obs
 
     def _policy_head(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = self.actor_head(features)
@@ -133,19 +161,19 @@ class ActorCritic(nn.Module):
 
     def policy(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Logits (or Gaussian mean) and log std (zeros for discrete actions)."""
-        return self._policy_head(self.torsos(obs, index=0))
+        return self._policy_head(self.torsos(self.features(obs), index=0))
 
     def value(self, obs: jax.Array) -> jax.Array:
         """State value."""
-        return self.critic_head(self.torsos(obs, index=1))[..., 0]
+        return self.critic_head(self.torsos(self.features(obs), index=1))[..., 0]
 
     def __call__(self, obs: jax.Array) -> PolicyOutput:
-        actor_features, critic_features = self.torsos(obs)
+        actor_features, critic_features = self.torsos(self.features(obs))
         return PolicyOutput(*self._policy_head(actor_features), self.critic_head(critic_features)[..., 0])
 
 
 class RecurrentActorCritic(nn.Module):
-    """Dense torso -> GRU -> actor and critic MLP heads, one time step per call.
+    """Dense (or conv + dense) torso -> GRU -> actor and critic MLP heads, one time step per call.
 
     ``apply(params, hidden, obs, reset) -> (new_hidden, PolicyOutput)``. ``reset`` (bool, batch)
     zeroes the hidden state before ``obs`` is read: pass ``True`` on the first step of an episode,
@@ -159,16 +187,19 @@ class RecurrentActorCritic(nn.Module):
     hidden_size: int = 128
     head_sizes: tuple[int, ...] = (64,)
     activation: str = "tanh"
+    torso: str = "mlp"
+    conv_channels: tuple[int, ...] = (16,)
 
     def setup(self) -> None:
-        self.torso = MLP(self.torso_sizes, self.activation)
+        dense = MLP(self.torso_sizes, self.activation)
+        self.encoder = nn.Sequential([ConvTorso(self.conv_channels), dense]) if self.torso == "conv" else dense
         self.gru = nn.GRUCell(self.hidden_size, recurrent_kernel_init=orthogonal())
         self.actor = ActorCritic(self.action_dim, self.continuous, self.head_sizes, self.activation)
 
     def core(self, hidden: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:
         """The hidden state after reading ``obs`` (memory cleared first where ``reset``)."""
         hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
-        hidden, _ = self.gru(hidden, self.torso(obs))
+        hidden, _ = self.gru(hidden, self.encoder(obs))
         return hidden
 
     def policy(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:

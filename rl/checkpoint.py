@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from rl.errors import RunError
 
@@ -49,6 +53,37 @@ class Checkpoints:
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
             ) from error
         return restored["state"], restored["meta"]
+
+    def restore_latest(self, target: Any) -> tuple[int, Any, dict[str, Any]]:
+        """Restore the newest readable checkpoint as ``(step, state, meta)``. Damaged newer ones are
+        reported on stderr and moved aside to ``<directory>-damaged/`` (so later saves can reuse
+        their step numbers); ``RunError`` if none is readable, with nothing moved."""
+        try:
+            steps = sorted(self._manager.all_steps(), reverse=True)
+        except Exception as error:
+            raise RunError(f"--resume: cannot read checkpoints in {self.directory}: {error}") from error
+        if not steps:
+            raise RunError(f"--resume: no complete checkpoint in {self.directory}")
+        errors: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                state, meta = self.restore(step, target)
+            except RunError as error:
+                errors.append((step, str(error)))
+                continue
+            for damaged, message in errors:
+                print(f"warning: {message}; resuming from checkpoint {step} instead", file=sys.stderr)
+                if jax.process_index() == 0:
+                    aside = self.directory.with_name(self.directory.name + "-damaged")
+                    aside.mkdir(exist_ok=True)
+                    shutil.move(str(self.directory / str(damaged)), str(aside / str(damaged)))
+            if errors:
+                if jax.process_count() > 1:
+                    multihost_utils.sync_global_devices("damaged checkpoints moved aside")
+                self._manager.reload()
+            return step, state, meta
+        more = f" (and {len(errors) - 1} older checkpoints)" if len(errors) > 1 else ""
+        raise RunError(errors[0][1] + more)
 
     def close(self) -> None:
         self._manager.close()

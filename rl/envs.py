@@ -4,8 +4,8 @@
 ``register``. Wrappers keep the gymnax >= 1.0 step signature
 ``step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)`` with
 ``info["final_observation"]`` holding the observation before an automatic reset, so learners can
-bootstrap truncated episodes. ``VecEnv`` batches a single environment; the ``NormalizeVec*``
-wrappers share their running statistics across that batch.
+bootstrap truncated episodes. ``VecEnv`` batches a single environment; ``NormalizeVecObservation``
+shares its running statistics across that batch, as ``RewardScale`` does for rewards.
 
 An environment with legal-action masks defines ``action_mask(state, params) -> bool[num_actions]``;
 every wrapper answers ``action_mask`` by passing its inner state down (``VecEnv`` vmaps it).
@@ -218,6 +218,10 @@ class RunningMeanStd:
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         return RunningMeanStd(mean, m2 / total, total)
 
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """``x`` shifted and scaled to zero mean and unit variance under these statistics."""
+        return (x - self.mean) / jnp.sqrt(self.var + 1e-8)
+
 
 @struct.dataclass
 class NormalizeObsState:
@@ -234,68 +238,60 @@ class NormalizeVecObservation(Wrapper):
     def inner_state(self, state: NormalizeObsState) -> Any:
         return state.env_state
 
-    def _normalize(self, obs: jax.Array, stats: RunningMeanStd) -> jax.Array:
-        return (obs - stats.mean) / jnp.sqrt(stats.var + 1e-8)
-
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, NormalizeObsState]:
         obs, env_state = self.env.reset(key, params)
         stats = RunningMeanStd.create(obs.shape[1:]).update(obs)
-        return self._normalize(obs, stats), NormalizeObsState(env_state, stats)
+        return stats.normalize(obs), NormalizeObsState(env_state, stats)
 
     def step(self, key: jax.Array, state: NormalizeObsState, action: jax.Array, params: Any):
         obs, env_state, reward, terminated, truncated, info = self.env.step(key, state.env_state, action, params)
         stats = state.obs_stats.update(obs)
-        info = {**info, "final_observation": self._normalize(info["final_observation"], stats)}
-        return self._normalize(obs, stats), NormalizeObsState(env_state, stats), reward, terminated, truncated, info
+        info = {**info, "final_observation": stats.normalize(info["final_observation"])}
+        return stats.normalize(obs), NormalizeObsState(env_state, stats), reward, terminated, truncated, info
 
 
 @struct.dataclass
-class NormalizeRewardState:
-    env_state: Any
+class RewardScale:
+    """Reward scaling by the running std of the discounted return, shared across a batch of
+    environments; the learner keeps it in its state and passes its own ``gamma`` to ``scale_reward``,
+    so a sweep over gamma scales every point with that point's gamma."""
+
     discounted_return: jax.Array
     return_stats: RunningMeanStd
 
-
-class NormalizeVecReward(Wrapper):
-    """Scale rewards of a ``VecEnv`` by the running std of the discounted return (gamma given)."""
-
-    def __init__(self, env: Any, gamma: float):
-        super().__init__(env)
-        self.gamma = gamma
-
-    def inner_state(self, state: NormalizeRewardState) -> Any:
-        return state.env_state
-
-    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, NormalizeRewardState]:
-        obs, env_state = self.env.reset(key, params)
-        return obs, NormalizeRewardState(env_state, jnp.zeros(obs.shape[0]), RunningMeanStd.create(()))
-
-    def step(self, key: jax.Array, state: NormalizeRewardState, action: jax.Array, params: Any):
-        obs, env_state, reward, terminated, truncated, info = self.env.step(key, state.env_state, action, params)
-        done = jnp.logical_or(terminated, truncated)
-        discounted = state.discounted_return * self.gamma + reward
-        stats = state.return_stats.update(discounted)
-        state = NormalizeRewardState(env_state, discounted * (1 - done), stats)
-        return obs, state, reward / jnp.sqrt(stats.var + 1e-8), terminated, truncated, info
+    @classmethod
+    def create(cls, num_envs: int) -> RewardScale:
+        return cls(jnp.zeros(num_envs), RunningMeanStd.create(()))
 
 
-def make_vec_env(
-    env_id: str,
-    num_envs: int,
-    normalize_obs: bool = False,
-    normalize_reward: bool = False,
-    reward_gamma: float = 0.99,
-    **env_kwargs: Any,
-) -> tuple[Any, Any]:
-    """The standard learner stack: flatten, clip actions, episode statistics, vectorise, normalise."""
+def scale_reward(
+    scale: RewardScale, reward: jax.Array, done: jax.Array, gamma: jax.Array
+) -> tuple[RewardScale, jax.Array]:
+    """Update the running discounted return with ``reward`` and return the scaled reward."""
+    discounted = scale.discounted_return * gamma + reward
+    stats = scale.return_stats.update(discounted)
+    scaled = reward / jnp.sqrt(stats.var + 1e-8)
+    return RewardScale(discounted * (1 - done), stats), scaled
+
+
+def make_single_env(env_id: str, flatten: bool = True, **env_kwargs: Any) -> tuple[Any, Any]:
+    """One environment as policies see it: observations flattened (unless ``flatten=False``, for
+    conv torsos) and continuous actions clipped into their bounds."""
     env, params = make(env_id, **env_kwargs)
-    if len(env.observation_space(params).shape) != 1:
+    if flatten and len(env.observation_space(params).shape) != 1:
         env = FlattenObservation(env)
     if is_continuous(env, params):
         env = ClipAction(env)
+    return env, params
+
+
+def make_vec_env(
+    env_id: str, num_envs: int, normalize_obs: bool = False, flatten: bool = True, **env_kwargs: Any
+) -> tuple[Any, Any]:
+    """The standard learner stack: ``make_single_env``, episode statistics, vectorise, normalise
+    observations. (Reward scaling needs the run's gamma, so learners apply ``scale_reward``.)"""
+    env, params = make_single_env(env_id, flatten, **env_kwargs)
     env = VecEnv(EpisodeStatistics(env), num_envs)
     if normalize_obs:
         env = NormalizeVecObservation(env)
-    if normalize_reward:
-        env = NormalizeVecReward(env, reward_gamma)
     return env, params

@@ -24,6 +24,7 @@ from flax import struct
 
 from models.actor_critic import (
     ACTIVATIONS,
+    TORSOS,
     ActorCritic,
     RecurrentActorCritic,
     categorical_entropy,
@@ -67,7 +68,7 @@ class PPOConfig:
     gae_lambda: float = 0.95
     """GAE lambda"""
     clip_eps: float = 0.2
-    """ratio clip of the clip objective and of the value loss"""
+    """ratio clip of the clip objective and of the value loss (one value: hparams.clip_eps)"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
     vf_coef: float = 0.5
@@ -80,6 +81,11 @@ class PPOConfig:
     """normalise advantages per minibatch"""
     objective: str = "clip"
     """policy objective registered in rl.losses.OBJECTIVES"""
+    torso: str = "mlp"
+    """observation encoder: mlp (flattened observations) or conv (3x3 convolutions over image
+    observations, e.g. MinAtar)"""
+    conv_channels: tuple[int, ...] = (16,)
+    """channels of each conv layer (torso conv)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """MLP layer sizes (actor and critic each; heads of the recurrent net)"""
     activation: str = "tanh"
@@ -99,6 +105,11 @@ class PPOConfig:
         return self.num_envs * self.num_steps
 
     @property
+    def minibatch_samples(self) -> int:
+        """Transitions per minibatch (whole sequences of num_steps for the recurrent learner)."""
+        return self.batch_size // self.num_minibatches
+
+    @property
     def num_updates(self) -> int:
         """Updates per training run."""
         return self.total_timesteps // self.batch_size
@@ -114,6 +125,12 @@ class PPOConfig:
                 "num_minibatches",
                 f"num_envs * num_steps = {self.batch_size} is not divisible by num_minibatches = {self.num_minibatches}",
             )
+        if self.normalize_advantages and self.minibatch_samples < 2:
+            raise ConfigError(
+                "num_minibatches",
+                f"a minibatch would hold {self.minibatch_samples} sample; advantage normalisation makes its "
+                "policy gradient zero: use fewer minibatches or more envs/steps",
+            )
         if self.recurrent and self.num_envs % self.num_minibatches:
             raise ConfigError(
                 "num_minibatches",
@@ -128,6 +145,15 @@ class PPOConfig:
             raise ConfigError("activation", f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ConfigError("hidden_sizes", f"must be non-empty positive sizes, got {self.hidden_sizes}")
+        if self.torso not in TORSOS:
+            raise ConfigError("torso", f"unknown torso {self.torso!r}; known: {', '.join(TORSOS)}")
+        if self.torso == "conv":
+            env, env_params = envs.make(self.env)
+            shape = env.observation_space(env_params).shape
+            if len(shape) != 3:
+                raise ConfigError("torso", f"conv needs image observations [H, W, C]; {self.env} has shape {shape}")
+            if not self.conv_channels or min(self.conv_channels) < 1:
+                raise ConfigError("conv_channels", f"must be non-empty positive sizes, got {self.conv_channels}")
         check_hparam_values({name: getattr(self, name) for name in HPARAM_FIELDS})
 
 
@@ -162,7 +188,7 @@ class PPOHParams:
     lr: jax.Array
     gamma: jax.Array
     gae_lambda: jax.Array
-    clip_eps: jax.Array
+    clip_eps: jax.Array  # the clip objective's epsilon and the value clip's, one leaf
     ent_coef: jax.Array
     vf_coef: jax.Array
     max_grad_norm: jax.Array
@@ -172,7 +198,8 @@ class PPOHParams:
 
 def default_hparams(config: PPOConfig, env_params: Any = None, objective_params: Any = None, **overrides: float) -> PPOHParams:
     """Hyperparameters from ``config`` (and ``overrides``), the env's default params, and the
-    objective's params (for the clip objective: ``clip_eps``)."""
+    objective's params. The clip objective has none of its own: its epsilon is ``clip_eps``, the
+    same leaf the value clip and the ``clip_fraction`` metric read."""
     unknown = sorted(set(overrides) - set(HPARAM_FIELDS))
     if unknown:
         raise ConfigError(unknown[0], f"is not a PPO hyperparameter; known: {', '.join(HPARAM_FIELDS)}")
@@ -180,8 +207,8 @@ def default_hparams(config: PPOConfig, env_params: Any = None, objective_params:
     check_hparam_values(values)
     if env_params is None:
         env_params = envs.make(config.env)[1]
-    if objective_params is None and config.objective == "clip":
-        objective_params = values["clip_eps"]
+    if objective_params is not None and config.objective == "clip":
+        raise ConfigError("objective_params", "the clip objective reads clip_eps; set clip_eps instead")
     leaves = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
     return PPOHParams(
         **leaves,
@@ -199,7 +226,8 @@ class TrainState:
     env_state: Any
     obs: jax.Array
     last_done: jax.Array  # did the previous step end an episode (resets the GRU)
-    hidden: jax.Array | None  # GRU state [num_envs, gru_size]; None for the MLP
+    hidden: jax.Array | None  # GRU state [num_envs, gru_size]; None for feed-forward networks
+    reward_scale: envs.RewardScale | None  # running return statistics (normalize_reward only)
     key: jax.Array
     update_step: jax.Array
 
@@ -210,51 +238,102 @@ class Transition(NamedTuple):
     obs: jax.Array
     action: jax.Array
     log_prob: jax.Array
-    reward: jax.Array
+    reward: jax.Array  # scaled when normalize_reward
     terminated: jax.Array
     done: jax.Array
-    reset: jax.Array
     mask: jax.Array | None
     final_obs: jax.Array
     hidden: jax.Array | None  # GRU state after reading obs (the final observation follows it)
-    returned_episode: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+
+
+class EpisodeTotals(NamedTuple):
+    """Per-environment sums over the episodes that end during a rollout, carried through its loop
+    (cheaper than stacking per-step statistics), and the last finished episode of each env."""
+
+    return_sum: jax.Array
+    length_sum: jax.Array
+    count: jax.Array
+    last_return: jax.Array  # of the last episode this env finished (0 if none yet)
+    last_length: jax.Array  # 0 until the env has finished an episode
+    no_legal_action: jax.Array  # steps whose legal-action mask was all False
 
 
 class Learner(NamedTuple):
-    """A learner as pure functions: ``init(key, hparams) -> state`` and
-    ``update(state, hparams) -> (state, metrics)``."""
+    """A learner as pure functions: ``init(key, hparams) -> state``,
+    ``update(state, hparams) -> (state, metrics)`` and, optionally,
+    ``evaluate(state, hparams, key, num_episodes) -> {"return": [E], "length": [E], ...}``."""
 
     init: Callable[[jax.Array, PPOHParams], TrainState]
     update: Callable[[TrainState, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]
     num_updates: int
     env_steps_per_update: int
+    evaluate: Callable[..., dict[str, jax.Array]] | None = None
+
+
+class Policy(NamedTuple):
+    """The network of a config and the distribution maths around it, shared by training and
+    evaluation. ``act(params, hidden, obs, reset) -> (hidden, logits, log_std)`` runs the actor only."""
+
+    network: Any
+    continuous: bool
+    masked: bool
+    act: Callable[..., tuple[jax.Array | None, jax.Array, jax.Array]]
+    sample: Callable[..., jax.Array]
+    mode: Callable[..., jax.Array]
+    log_prob_and_entropy: Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
+    """The actor-critic network ``config`` selects (MLP, conv torso, GRU) for ``env``."""
+    continuous = envs.is_continuous(env, env_params)
+    n_actions = envs.action_dim(env, env_params)
+    if config.recurrent:
+        network = RecurrentActorCritic(
+            n_actions, continuous, config.hidden_sizes[:1], config.gru_size, config.hidden_sizes, config.activation,
+            config.torso, config.conv_channels,
+        )
+    else:
+        network = ActorCritic(
+            n_actions, continuous, config.hidden_sizes, config.activation, config.torso, config.conv_channels
+        )
+
+    def act(params: Any, hidden: jax.Array | None, obs: jax.Array, reset: jax.Array):
+        if config.recurrent:
+            hidden = network.apply(params, hidden, obs, reset, method=network.core)
+            return (hidden, *network.apply(params, hidden, method=network.policy))
+        return (hidden, *network.apply(params, obs, method=network.policy))
+
+    def sample(key: jax.Array, logits: jax.Array, log_std: jax.Array, mask: jax.Array | None) -> jax.Array:
+        if continuous:
+            return logits + jnp.exp(log_std) * jax.random.normal(key, logits.shape)
+        return jax.random.categorical(key, masked_logits(logits, mask))
+
+    def mode(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+        return logits if continuous else jnp.argmax(masked_logits(logits, mask), axis=-1)
+
+    def log_prob_and_entropy(logits: jax.Array, log_std: jax.Array, action: jax.Array, mask: jax.Array | None):
+        if continuous:
+            return gaussian_log_prob(logits, log_std, action), gaussian_entropy(log_std)
+        logits = masked_logits(logits, mask)
+        return categorical_log_prob(logits, action), categorical_entropy(logits)
+
+    return Policy(network, continuous, envs.has_action_mask(env), act, sample, mode, log_prob_and_entropy)
+
+
+def no_legal_action(mask: jax.Array | None) -> jax.Array:
+    """How many rows of a legal-action mask allow nothing (0 without masks)."""
+    return jnp.zeros((), jnp.int32) if mask is None else jnp.sum(~mask.any(-1))
 
 
 def make_learner(config: PPOConfig) -> Learner:
-    """Validate ``config`` and build its ``init`` and ``update`` functions (not yet compiled)."""
+    """Validate ``config`` and build its ``init``, ``update`` and ``evaluate`` (not yet compiled)."""
     config.validate()
     vec_env, default_env_params = envs.make_vec_env(
-        config.env, config.num_envs, config.normalize_obs, config.normalize_reward, config.gamma
+        config.env, config.num_envs, config.normalize_obs, flatten=config.torso != "conv"
     )
-    continuous = envs.is_continuous(vec_env, default_env_params)
-    n_actions = envs.action_dim(vec_env, default_env_params)
-    masked = envs.has_action_mask(vec_env)
+    policy = make_policy(config, vec_env, default_env_params)
+    network, masked = policy.network, policy.masked
     objective = OBJECTIVES[config.objective]
-    if config.recurrent:
-        network = RecurrentActorCritic(
-            n_actions, continuous, config.hidden_sizes[:1], config.gru_size, config.hidden_sizes, config.activation
-        )
-    else:
-        network = ActorCritic(n_actions, continuous, config.hidden_sizes, config.activation)
-
-    def act(params: Any, hidden: jax.Array, obs: jax.Array, reset: jax.Array):
-        """Actor only (the critic is evaluated after the rollout, batched over all steps)."""
-        if config.recurrent:
-            hidden = network.apply(params, hidden, obs, reset, method=network.core)
-            return hidden, network.apply(params, hidden, method=network.policy)
-        return hidden, network.apply(params, obs, method=network.policy)
 
     def rollout_values(params: Any, traj: Transition) -> tuple[jax.Array, jax.Array]:
         """Values of each step's observation and of the observation that followed it."""
@@ -266,17 +345,6 @@ def make_learner(config: PPOConfig) -> Learner:
         else:
             both = network.apply(params, jnp.stack([traj.obs, traj.final_obs]), method=network.value)
         return both[0], both[1]
-
-    def log_prob_and_entropy(logits: jax.Array, log_std: jax.Array, action: jax.Array, mask: jax.Array | None):
-        if continuous:
-            return gaussian_log_prob(logits, log_std, action), gaussian_entropy(log_std)
-        logits = masked_logits(logits, mask)
-        return categorical_log_prob(logits, action), categorical_entropy(logits)
-
-    def sample(key: jax.Array, logits: jax.Array, log_std: jax.Array, mask: jax.Array | None) -> jax.Array:
-        if continuous:
-            return logits + jnp.exp(log_std) * jax.random.normal(key, logits.shape)
-        return jax.random.categorical(key, masked_logits(logits, mask))
 
     def optimizer(hp: PPOHParams, lr: jax.Array) -> optax.GradientTransformation:
         # One flat parameter vector: a few large kernels instead of many tiny ones per step.
@@ -300,32 +368,46 @@ def make_learner(config: PPOConfig) -> Learner:
             obs=obs,
             last_done=done,
             hidden=hidden,
+            reward_scale=envs.RewardScale.create(config.num_envs) if config.normalize_reward else None,
             key=key,
             update_step=jnp.zeros((), jnp.int32),
         )
 
-    def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition]:
+    def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition, EpisodeTotals]:
         def env_step(carry, step_key):
-            env_state, obs, last_done, hidden = carry
+            env_state, obs, last_done, hidden, reward_scale, totals = carry
             action_key, env_key = jax.random.split(step_key)
             mask = vec_env.action_mask(env_state, hp.env_params) if masked else None
-            hidden, (logits, log_std) = act(state.params, hidden, obs, last_done)
-            action = sample(action_key, logits, log_std, mask)
-            log_prob, _ = log_prob_and_entropy(logits, log_std, action, mask)
+            hidden, logits, log_std = policy.act(state.params, hidden, obs, last_done)
+            action = policy.sample(action_key, logits, log_std, mask)
+            log_prob, _ = policy.log_prob_and_entropy(logits, log_std, action, mask)
             next_obs, env_state, reward, terminated, truncated, info = vec_env.step(
                 env_key, env_state, action, hp.env_params
             )
             done = jnp.logical_or(terminated, truncated)
-            transition = Transition(
-                obs, action, log_prob, reward, terminated, done, last_done, mask, info["final_observation"],
-                hidden, info["returned_episode"], info["episode_return"], info["episode_length"],
+            if config.normalize_reward:
+                reward_scale, reward = envs.scale_reward(reward_scale, reward, done, hp.gamma)
+            totals = EpisodeTotals(
+                totals.return_sum + jnp.where(done, info["episode_return"], 0.0),
+                totals.length_sum + jnp.where(done, info["episode_length"], 0),
+                totals.count + done,
+                info["episode_return"],
+                info["episode_length"],
+                totals.no_legal_action + no_legal_action(mask),
             )
-            return (env_state, next_obs, done, hidden), transition
+            transition = Transition(
+                obs, action, log_prob, reward, terminated, done, mask, info["final_observation"], hidden
+            )
+            return (env_state, next_obs, done, hidden, reward_scale, totals), transition
 
-        carry = (state.env_state, state.obs, state.last_done, state.hidden)
+        zeros = jnp.zeros((config.num_envs,), jnp.float32)
+        zero_counts = jnp.zeros((config.num_envs,), jnp.int32)
+        totals = EpisodeTotals(zeros, zero_counts, zero_counts, zeros, zero_counts, jnp.zeros((), jnp.int32))
+        carry = (state.env_state, state.obs, state.last_done, state.hidden, state.reward_scale, totals)
         carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, config.num_steps))
-        env_state, obs, last_done, hidden = carry
-        return state.replace(env_state=env_state, obs=obs, last_done=last_done, hidden=hidden), traj
+        env_state, obs, last_done, hidden, reward_scale, totals = carry
+        state = state.replace(env_state=env_state, obs=obs, last_done=last_done, hidden=hidden, reward_scale=reward_scale)
+        return state, traj, totals
 
     def loss_fn(params: Any, hp: PPOHParams, batch: dict[str, Any], progress: jax.Array):
         if config.recurrent:
@@ -335,11 +417,13 @@ def make_learner(config: PPOConfig) -> Learner:
             _, out = jax.lax.scan(step, batch["hidden0"], (batch["obs"], batch["reset"]))
         else:
             out = network.apply(params, batch["obs"])
-        log_prob, entropy = log_prob_and_entropy(out.logits, out.log_std, batch["action"], batch["mask"])
+        log_prob, entropy = policy.log_prob_and_entropy(out.logits, out.log_std, batch["action"], batch["mask"])
         log_ratio = log_prob - batch["log_prob"]
         ratio = jnp.exp(log_ratio)
         advantage = normalize(batch["advantage"]) if config.normalize_advantages else batch["advantage"]
-        policy_loss = objective(ratio, advantage, progress, hp.objective_params).mean()
+        # The clip objective's epsilon is hp.clip_eps itself: one leaf for the whole of PPO.
+        objective_params = hp.clip_eps if config.objective == "clip" else hp.objective_params
+        policy_loss = objective(ratio, advantage, progress, objective_params).mean()
         if config.clip_value_loss:
             value_loss = clipped_value_loss(out.value, batch["value"], batch["target"], hp.clip_eps)
         else:
@@ -358,8 +442,8 @@ def make_learner(config: PPOConfig) -> Learner:
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def minibatches(key: jax.Array, data: dict[str, Any]) -> dict[str, Any]:
-        """Shuffle and split into ``[num_minibatches, ...]``: samples for the MLP, whole
-        environment sequences (time kept first) for the GRU."""
+        """Shuffle and split into ``[num_minibatches, ...]``: samples for feed-forward networks,
+        whole environment sequences (time kept first) for the GRU."""
         m = config.num_minibatches
         if config.recurrent:
             perm = jax.random.permutation(key, config.num_envs)
@@ -374,16 +458,16 @@ def make_learner(config: PPOConfig) -> Learner:
 
     def update(state: TrainState, hp: PPOHParams) -> tuple[TrainState, dict[str, jax.Array]]:
         key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-        hidden0 = state.hidden
-        state, traj = rollout(state, hp, rollout_key)
+        hidden0, reset0 = state.hidden, state.last_done
+        state, traj, totals = rollout(state, hp, rollout_key)
         values, next_values = rollout_values(state.params, traj)
         advantage, target = gae(traj.reward, values, next_values, traj.terminated, traj.done, hp.gamma, hp.gae_lambda)
         data = {
             "obs": traj.obs, "action": traj.action, "log_prob": traj.log_prob, "value": values,
             "advantage": advantage, "target": target, "mask": traj.mask,
         }
-        if config.recurrent:
-            data.update(reset=traj.reset, hidden0=hidden0)
+        if config.recurrent:  # step t starts from a cleared memory iff step t-1 ended an episode
+            data.update(reset=jnp.concatenate([reset0[None], traj.done[:-1]]), hidden0=hidden0)
 
         progress = state.update_step / config.num_updates
         lr = hp.lr * (1.0 - progress) if config.anneal_lr else hp.lr
@@ -402,27 +486,95 @@ def make_learner(config: PPOConfig) -> Learner:
             epoch, (state.params, state.opt_state), jax.random.split(epoch_key, config.update_epochs)
         )
         metrics = {name: value.mean() for name, value in losses.items()}
-        metrics.update(episode_metrics(traj), learning_rate=lr)
+        metrics.update(episode_metrics(totals), learning_rate=lr)
         state = state.replace(params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1)
         return state, metrics
 
-    return Learner(init, update, config.num_updates, config.batch_size)
+    def evaluate_state(state: TrainState, hp: PPOHParams, key: jax.Array, num_episodes: int, greedy: bool = True):
+        return evaluate(state.params, config, hp, key, num_episodes, greedy, obs_statistics(config, state))
+
+    return Learner(init, update, config.num_updates, config.batch_size, evaluate_state)
 
 
-def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
-    """Mean return and length of the episodes that ended in this rollout (if none did, of the
-    last episode each environment finished), and how many ended."""
-    finished = traj.returned_episode.sum()
+def episode_metrics(totals: EpisodeTotals) -> dict[str, jax.Array]:
+    """Mean return and length of the episodes that ended in this rollout; if none did, of the last
+    episode of each environment that has finished one; NaN (missing) before any has. Also how many
+    episodes ended, and how many steps offered no legal action (must be 0)."""
+    finished = totals.count.sum()
+    ever = totals.last_length > 0
 
-    def mean_over_finished(x: jax.Array) -> jax.Array:
-        mean_finished = (x * traj.returned_episode).sum() / jnp.maximum(finished, 1)
-        return jnp.where(finished > 0, mean_finished, x[-1].mean())
+    def mean(sum_finished: jax.Array, last: jax.Array) -> jax.Array:
+        fallback = jnp.where(ever.any(), jnp.sum(jnp.where(ever, last, 0)) / jnp.maximum(ever.sum(), 1), jnp.nan)
+        return jnp.where(finished > 0, sum_finished.sum() / jnp.maximum(finished, 1), fallback)
 
     return {
-        "episode_return": mean_over_finished(traj.episode_return),
-        "episode_length": mean_over_finished(traj.episode_length.astype(jnp.float32)),
+        "episode_return": mean(totals.return_sum, totals.last_return),
+        "episode_length": mean(totals.length_sum.astype(jnp.float32), totals.last_length.astype(jnp.float32)),
         "episodes": finished,
+        "no_legal_action": totals.no_legal_action,
     }
+
+
+def obs_statistics(config: PPOConfig, state: TrainState) -> envs.RunningMeanStd | None:
+    """The observation normaliser's running statistics in a train state (None without one)."""
+    return state.env_state.obs_stats if config.normalize_obs else None
+
+
+def evaluate(
+    params: Any,
+    config: PPOConfig,
+    hparams: PPOHParams,
+    key: jax.Array,
+    num_episodes: int,
+    greedy: bool = True,
+    obs_stats: envs.RunningMeanStd | None = None,
+    max_steps: int | None = None,
+) -> dict[str, jax.Array]:
+    """Play ``num_episodes`` episodes (in parallel) with a frozen policy and return per-episode
+    ``return`` and ``length`` [num_episodes], ``finished`` (False if cut at ``max_steps``, default
+    the env's ``max_steps_in_episode``) and ``no_legal_action`` (steps whose mask allowed nothing).
+
+    ``greedy`` takes the most likely action (the Gaussian mean); otherwise actions are sampled.
+    ``obs_stats`` are the training run's observation statistics (``obs_statistics``), required with
+    ``normalize_obs``. Pure and jittable; vmap it over runs (params, hparams, keys).
+    """
+    if config.normalize_obs and obs_stats is None:
+        raise ConfigError("obs_stats", "normalize_obs policies need the run's observation statistics")
+    env, default_env_params = envs.make_single_env(config.env, flatten=config.torso != "conv")
+    policy = make_policy(config, env, default_env_params)
+    env_params = hparams.env_params
+    limit = max_steps or int(getattr(default_env_params, "max_steps_in_episode", 10_000))
+    batch = lambda f: jax.vmap(f, in_axes=(0, 0, 0, None))  # noqa: E731
+    key, reset_key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_episodes), env_params)
+    hidden = jnp.zeros((num_episodes, config.gru_size)) if config.recurrent else None
+    zeros = jnp.zeros((num_episodes,))
+    carry = (key, jnp.zeros((), jnp.int32), env_state, obs, hidden, zeros, zeros.astype(jnp.int32),
+             zeros.astype(bool), jnp.zeros((), jnp.int32))
+
+    def running(carry) -> jax.Array:
+        _, t, *_, finished, _ = carry
+        return (t < limit) & ~finished.all()
+
+    def step(carry):
+        key, t, env_state, obs, hidden, returns, lengths, finished, illegal = carry
+        key, action_key, env_key = jax.random.split(key, 3)
+        seen = obs_stats.normalize(obs) if obs_stats is not None else obs
+        hidden, logits, log_std = policy.act(params, hidden, seen, jnp.broadcast_to(t == 0, (num_episodes,)))
+        mask = jax.vmap(env.action_mask, in_axes=(0, None))(env_state, env_params) if policy.masked else None
+        action = policy.mode(logits, mask) if greedy else policy.sample(action_key, logits, log_std, mask)
+        obs, env_state, reward, terminated, truncated, _ = batch(env.step)(
+            jax.random.split(env_key, num_episodes), env_state, action, env_params
+        )
+        active = ~finished
+        illegal = illegal + (0 if mask is None else jnp.sum(active & ~mask.any(-1)))
+        returns = returns + jnp.where(active, reward, 0.0)
+        lengths = lengths + active
+        finished = finished | terminated | truncated
+        return key, t + 1, env_state, obs, hidden, returns, lengths, finished, illegal
+
+    *_, returns, lengths, finished, illegal = jax.lax.while_loop(running, step, carry)
+    return {"return": returns, "length": lengths, "finished": finished, "no_legal_action": illegal}
 
 
 def make_train(config: PPOConfig) -> Callable[[jax.Array, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]:

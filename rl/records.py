@@ -28,15 +28,21 @@ def _jsonable(value: Any) -> Any:
 
 def metric_records(metrics: dict[str, np.ndarray], first_update: int, steps_per_update: int) -> list[dict[str, Any]]:
     """One record per update from chunk metrics shaped ``[runs, updates]``: each metric as a list
-    over runs, plus ``update`` and ``env_steps`` (per run)."""
+    over runs, plus ``update`` and ``env_steps`` (per run). Missing values (NaN: no episode has
+    ended yet, or the run failed earlier) are written as ``null``."""
     num_updates = next(iter(metrics.values())).shape[1]
     records = []
     for i in range(num_updates):
         update = first_update + i
         record: dict[str, Any] = {"update": update + 1, "env_steps": (update + 1) * steps_per_update}
-        record.update({name: [float(v) for v in values[:, i]] for name, values in metrics.items()})
+        record.update({name: [_finite_or_none(v) for v in values[:, i]] for name, values in metrics.items()})
         records.append(record)
     return records
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -47,11 +53,19 @@ def append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path, up_to_update: int) -> list[dict[str, Any]]:
-    """Records with ``update <= up_to_update`` (the part a checkpoint covers)."""
+    """Records with ``update <= up_to_update`` (the part a checkpoint covers). Lines that do not
+    parse (a run killed while appending leaves a torn last line) are dropped."""
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["update"] <= up_to_update]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("update", up_to_update + 1) <= up_to_update:
+            records.append(record)
+    return records
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -65,7 +79,7 @@ def final_window(num_updates: int) -> int:
 
 
 def series(records: Sequence[dict[str, Any]], name: str) -> np.ndarray:
-    """Metric ``name`` as an array ``[updates, runs]``."""
+    """Metric ``name`` as an array ``[updates, runs]`` (missing values are NaN)."""
     return np.array([r[name] for r in records], dtype=np.float64)
 
 
@@ -79,6 +93,15 @@ def mean_ci95(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarra
         return mean, np.zeros_like(mean)
     sem = values.std(axis=axis, ddof=1) / math.sqrt(n)
     return mean, sem * stats.t.ppf(0.975, n - 1)
+
+
+def final_values(records: Sequence[dict[str, Any]], name: str = "episode_return") -> np.ndarray:
+    """Per run, the mean of metric ``name`` over the last 5% of updates, ignoring missing values
+    (NaN for a run with none)."""
+    values = series(records, name)
+    window = values[-final_window(len(values)):]
+    with np.errstate(invalid="ignore"):
+        return np.nansum(window, axis=0) / np.where(np.isnan(window), 0, 1).sum(axis=0)
 
 
 def plot_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, ylabel: str = "episode return") -> None:

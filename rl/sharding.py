@@ -21,19 +21,28 @@ AXIS = "runs"
 
 
 def batch_mesh(batch_size: int, devices: list[Any] | None = None) -> Mesh:
-    """A 1-D mesh over the largest number of devices that divides ``batch_size``.
-
-    Across several processes every device must take part, so ``batch_size`` must be a multiple of
-    the global device count.
-    """
+    """A 1-D mesh over ``min(batch_size, number of devices)`` devices; with several processes,
+    over every device (each process must take part). Batches that do not divide the mesh are
+    padded (``padded_size``, ``pad_runs``) rather than run on fewer devices."""
     devices = list(jax.devices() if devices is None else devices)
-    if jax.process_count() > 1 and batch_size % len(devices):
-        raise ValueError(
-            f"num_seeds: {batch_size} runs cannot be split evenly over {len(devices)} devices of "
-            f"{jax.process_count()} processes; use a multiple of {len(devices)}"
-        )
-    used = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    used = len(devices) if jax.process_count() > 1 else min(batch_size, len(devices))
     return Mesh(np.array(devices[:used]), (AXIS,))
+
+
+def padded_size(batch_size: int, mesh: Mesh) -> int:
+    """``batch_size`` rounded up to a multiple of the mesh's device count."""
+    return -(-batch_size // mesh.devices.size) * mesh.devices.size
+
+
+def pad_runs(tree: Any, size: int) -> Any:
+    """Host arrays with the run axis extended to ``size`` by repeating the last run (padding runs
+    compute a copy of it; results are sliced back with ``[:batch_size]``)."""
+
+    def pad(x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]) if size > len(x) else x
+
+    return jax.tree.map(pad, tree)
 
 
 def shard_runs(tree: Any, mesh: Mesh) -> Any:

@@ -44,23 +44,34 @@ def test_episode_statistics_and_final_observation_on_truncation():
     assert not np.allclose(info["final_observation"], next_obs)  # next_obs is already the reset one
 
 
-def test_vec_normalizers_share_statistics_and_normalize_final_observation():
-    env, params = envs.make_vec_env("Pendulum-v1", 8, normalize_obs=True, normalize_reward=True)
+def test_vec_normalizer_shares_statistics_and_normalizes_final_observation():
+    env, params = envs.make_vec_env("Pendulum-v1", 8, normalize_obs=True)
     obs, state = env.reset(jax.random.PRNGKey(0), params)
 
     def body(carry, key):
-        state = carry
-        obs, state, reward, _, _, info = env.step(key, state, jnp.zeros((8, 1)), params)
-        return state, (obs, reward, info["final_observation"])
+        state, scale = carry
+        obs, state, reward, terminated, truncated, info = env.step(key, state, jnp.zeros((8, 1)), params)
+        scale, scaled = envs.scale_reward(scale, reward, terminated | truncated, 0.99)
+        return (state, scale), (obs, scaled, info["final_observation"])
 
-    state, (obs, reward, final_obs) = jax.lax.scan(body, state, jax.random.split(jax.random.PRNGKey(1), 300))
+    carry = (state, envs.RewardScale.create(8))
+    (state, scale), (obs, reward, final_obs) = jax.lax.scan(body, carry, jax.random.split(jax.random.PRNGKey(1), 300))
     assert abs(float(obs.mean())) < 0.5 and 0.3 < float(obs.std()) < 2.0
     # Before the first time limit (200 steps) the final observation is the next observation,
     # normalised with the same statistics.
     np.testing.assert_allclose(final_obs[:199], obs[:199], rtol=1e-6)
     assert not np.allclose(final_obs[199], obs[199])
     assert float(jnp.abs(reward).max()) < 20  # raw Pendulum rewards reach -16 per step; scaled ones stay small
-    assert state.return_stats.count > 2000
+    assert scale.return_stats.count > 2000
+
+
+def test_reward_scale_discounts_with_the_gamma_it_is_given():
+    """Three steps of reward 1: the running discounted return is 1 + g + g^2 for the g passed."""
+    for gamma in (0.5, 0.99):
+        scale = envs.RewardScale.create(2)
+        for _ in range(3):
+            scale, _ = envs.scale_reward(scale, jnp.ones(2), jnp.zeros(2, bool), gamma)
+        np.testing.assert_allclose(scale.discounted_return, 1 + gamma + gamma**2, rtol=1e-6)
 
 
 def test_action_mask_reaches_through_wrappers():

@@ -1,5 +1,6 @@
 """Sharding the run axis: 8 fake devices, and 2 processes x 4 devices, match 1 device."""
 
+import json
 import os
 import socket
 import subprocess
@@ -63,3 +64,32 @@ def test_several_runs_per_device_do_not_hang():
         done = subprocess.run([sys.executable, str(ROOT / "tests" / "busy_devices_case.py"), network], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and f"ok {devices} {4 * devices}" in done.stdout, done.stderr[-3000:]
+
+
+def test_documented_multihost_sweep_command_matches_one_process(tmp_path):
+    """The README's multi-host launch, run as written through the CLI on two local processes, with
+    a run count (3) that does not divide the 4 devices of the two processes: padded, and equal to
+    one process."""
+    port = str(free_port())
+    sweep = ["-m", "experiments.sweep", "--env", "CartPole-v1", "--lr", "1e-4,1e-3,3e-3", "--num-seeds", "1",
+             "--total-timesteps", "640", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+             "--update-epochs", "1", "--hidden-sizes", "16", "--eval-episodes", "2", "--no-progress"]
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": "2"}
+    procs = [
+        subprocess.Popen([sys.executable, *sweep, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
+                          "--num-processes", "2", "--process-id", str(i)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    one = subprocess.run([sys.executable, *sweep, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=400)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_metrics = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    one_metrics = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert len(two_metrics) == len(one_metrics) == 10 and len(two_metrics[0]["total_loss"]) == 3
+    for a, b in zip(one_metrics, two_metrics, strict=True):
+        np.testing.assert_allclose(a["total_loss"], b["total_loss"], rtol=1e-4, atol=1e-5)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["num_runs"] == 3 and summary["num_devices"] == 4  # padded to the devices of both processes
