@@ -3,11 +3,14 @@
     python -m experiments.bench_ppo --rejax-python .peer-rejax/bin/python --sb3-python .peer-sb3/bin/python
 
 Measures (CartPole-v1, PureJaxRL default config): env-only steps/s with random actions; PPO
-training steps/s for 1, 8 and 32 seeds with compile time apart, vmapped and sharded over devices
-as the runner does (``import rl`` makes one CPU device per core, so seeds spread over the cores); and, when their Python
-interpreters are given (or stable-baselines3 is importable here, the optional ``bench`` extra),
-rejax PPO and stable-baselines3 PPO through the scripts in ../shared/bench. Commands alternate
-(ours, peer, ours, peer, ...) and medians are reported, with ratios ours / peer.
+training steps/s for 1, 8 and 32 seeds with compile time apart, two ways: the bare
+``make_train`` (vmapped and sharded over devices as the runner does; ``import rl`` makes one CPU
+device per core) and the CLI as users run it (``python -m experiments.ppo`` with its default
+chunks, metrics.jsonl, checkpoints; its training-loop wall time, compile apart, from summary.json);
+and, when their Python interpreters are given (or stable-baselines3 is importable here, the
+optional ``bench`` extra), rejax PPO and stable-baselines3 PPO through the scripts in
+../shared/bench. Commands alternate (ours, CLI, peer, ours, ...) and medians are reported, with
+ratios ours / peer and compile times side by side.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +53,8 @@ class Args:
     """stable-baselines3 training steps per timing"""
     peer_dir: str = str(Path(__file__).resolve().parents[2] / "shared" / "bench")
     """folder of the peer benchmark scripts"""
+    cli: bool = True
+    """also time the CLI (python -m experiments.ppo with its default chunks, logs and checkpoints)"""
     out: str = "runs/bench_ppo"
     """where bench.json is written"""
 
@@ -92,13 +98,28 @@ def compile_ppo(env_id: str, total_timesteps: int, num_seeds: int):
     return compiled, (keys, hparams), time.perf_counter() - tick, steps, mesh.devices.size
 
 
-def run_peer(python: str, script: Path, *args: int) -> float | None:
-    """One peer timing (its script prints a JSON line with env_steps_per_second)."""
+def run_peer(python: str, script: Path, *args: int) -> dict[str, float] | None:
+    """One peer timing (its script prints a JSON line with env_steps_per_second, and for rejax
+    compile_plus_run and run)."""
     result = subprocess.run([python, str(script), *map(str, args)], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         print(f"peer {script.name} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
         return None
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["env_steps_per_second"])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_cli(env_id: str, total_timesteps: int, seeds: int, out: Path) -> dict[str, float]:
+    """``python -m experiments.ppo`` with its defaults (chunks, logs, checkpoints, evaluation):
+    summary.json's training-loop throughput and compile time, and the command's wall time."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "experiments.ppo", "--env", env_id, "--total-timesteps", str(total_timesteps),
+               "--num-seeds", str(seeds), "--out", str(out), "--no-progress"]
+    tick = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - tick
+    summary = json.loads((out / "summary.json").read_text())
+    return {"env_steps_per_second": summary["env_steps_per_second"], "compile_seconds": summary["compile_seconds"],
+            "wall_seconds": wall}
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -115,37 +136,48 @@ def main(args: Args) -> dict[str, Any]:
     sb3: list[float] = []
     for seeds in args.seeds:
         compiled, inputs, compile_s, steps, devices = compile_ppo(args.env, args.total_timesteps, seeds)
-        ours, rejax = [], []
-        for _ in range(args.repeats):  # alternate ours and the peers
+        ours, cli_runs, rejax = [], [], []
+        for _ in range(args.repeats):  # alternate ours, the CLI and the peers
             tick = time.perf_counter()
             jax.block_until_ready(compiled(*inputs))
             ours.append(steps / (time.perf_counter() - tick))
+            if args.cli:
+                cli_runs.append(run_cli(args.env, args.total_timesteps, seeds, Path(args.out) / "cli_run"))
             if args.rejax_python and seeds in (1, 8):
                 rejax.append(run_peer(args.rejax_python, peer_dir / "rejax_ppo_bench.py", args.total_timesteps, seeds))
             if sb3_python and seeds == 1:
                 sb3.append(run_peer(sb3_python, peer_dir / "sb3_ppo_bench.py", args.sb3_steps))
-        row = {"what": f"PPO train, {seeds} seed(s) on {devices} device(s)", "env_steps_per_second": statistics.median(ours),
-               "compile_seconds": compile_s}
         rejax = [r for r in rejax if r]
-        if rejax:
-            row["rejax_steps_per_second"] = statistics.median(rejax)
-            row["ratio_vs_rejax"] = row["env_steps_per_second"] / row["rejax_steps_per_second"]
-        rows.append(row)
+        rejax_sps = statistics.median(r["env_steps_per_second"] for r in rejax) if rejax else None
+        rejax_compile = statistics.median(r["compile_plus_run"] - r["run"] for r in rejax) if rejax else None
+        measured = [(f"PPO train, {seeds} seed(s) on {devices} device(s)", statistics.median(ours), compile_s)]
+        if cli_runs:
+            measured.append((f"CLI experiments.ppo, {seeds} seed(s)",
+                             statistics.median(r["env_steps_per_second"] for r in cli_runs),
+                             statistics.median(r["compile_seconds"] for r in cli_runs)))
+        for what, sps, compile_seconds in measured:
+            row = {"what": what, "env_steps_per_second": sps, "compile_seconds": compile_seconds}
+            if rejax_sps:
+                row.update(rejax_steps_per_second=rejax_sps, rejax_compile_seconds=rejax_compile,
+                           ratio_vs_rejax=sps / rejax_sps)
+            rows.append(row)
+        if cli_runs:
+            rows[-1]["cli_wall_seconds"] = statistics.median(r["wall_seconds"] for r in cli_runs)
         del compiled
 
-    sb3 = [s for s in sb3 if s]
+    sb3 = [s["env_steps_per_second"] for s in sb3 if s]
     if sb3:
         sb3_sps = statistics.median(sb3)
         rows.append({"what": "stable-baselines3 PPO (torch CPU), 1 seed", "env_steps_per_second": sb3_sps})
         for row in rows:
-            if row["what"].startswith("PPO train"):
+            if row["what"].startswith(("PPO train", "CLI")):
                 row["ratio_vs_sb3"] = row["env_steps_per_second"] / sb3_sps
     result["rows"] = rows
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "bench.json", result)
-    columns = ["what", "env_steps_per_second", "compile_seconds", "rejax_steps_per_second", "ratio_vs_rejax",
-               "ratio_vs_sb3"]
+    columns = ["what", "env_steps_per_second", "compile_seconds", "rejax_steps_per_second", "rejax_compile_seconds",
+               "ratio_vs_rejax", "ratio_vs_sb3", "cli_wall_seconds"]
     print(f"device: {result['device']}")
     print(format_table(rows, columns))
     return result

@@ -38,7 +38,9 @@ class RunArgs:
     checkpoint_seconds: float = 30.0
     """save a checkpoint after a chunk when this many seconds passed since the last one (always at the end)"""
     eval_episodes: int = 16
-    """episodes per run played greedily by the final policy for summary.json (0: none)"""
+    """episodes per run played by the final policy for summary.json (0: none)"""
+    eval_greedy: bool = True
+    """evaluate with the most likely action (else sample actions)"""
     tolerate_failures: bool = False
     """freeze and report runs whose loss turns non-finite instead of stopping all runs"""
     loggers: tuple[str, ...] = ()
@@ -92,7 +94,7 @@ class RunArgs:
         """``rl.runner.run`` with these options."""
         return runner.run(
             learner, keys, hparams, out, config, chunk_updates=self.chunk_updates, resume=self.resume,
-            progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes,
+            progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes, eval_greedy=self.eval_greedy,
             checkpoint_seconds=self.checkpoint_seconds, loggers=self.loggers,
         )
 

@@ -93,31 +93,50 @@ class TwinMLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, index: int | None = None) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        if index is None:
-            x = jnp.broadcast_to(x, (2, *x.shape))
         for layer, size in enumerate(self.hidden_sizes):
             shape = (2, x.shape[-1], size)
             kernel = self.param(f"kernel_{layer}", _stacked_orthogonal(np.sqrt(2.0)), shape)
             bias = self.param(f"bias_{layer}", nn.initializers.zeros, (2, size))
-            if index is None:
-                x = act(jax.vmap(lambda xk, wk, bk: xk @ wk + bk)(x, kernel, bias))
-            else:
+            if index is not None:
                 x = act(x @ kernel[index] + bias[index])
+            elif layer == 0 and shape[1] >= 256:
+                # A wide shared input (conv features): one matmul with both kernels side by side, whose
+                # input gradient is one matmul too. Measured on CPU: MinAtar PPO 2.2x faster; with narrow
+                # inputs (CartPole) the batched form below is ~6% faster.
+                side_by_side = jnp.moveaxis(kernel, 0, 1).reshape(shape[1], 2 * size)
+                x = jnp.moveaxis((x @ side_by_side).reshape(*x.shape[:-1], 2, size), -2, 0)
+                x = act(x + bias.reshape(2, *([1] * (x.ndim - 2)), size))
+            else:
+                x = jnp.broadcast_to(x, (2, *x.shape)) if layer == 0 else x
+                x = act(jax.vmap(lambda xk, wk, bk: xk @ wk + bk)(x, kernel, bias))
         return x
 
 
+def patches3x3(x: jax.Array) -> jax.Array:
+    """The 3x3 neighbourhood of every pixel of ``[N, H, W, C]`` images (zero padding), stacked on the
+    channel axis: ``[N, H, W, 9 C]``. A dense layer over these is a 3x3 "same" convolution."""
+    height, width = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.concatenate([padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)], axis=-1)
+
+
 class ConvTorso(nn.Module):
-    """Convolutions (3x3, stride 1, same padding, ReLU) over ``[..., H, W, C]`` images, flattened:
-    the MinAtar network's feature extractor (one layer of 16 channels by default)."""
+    """3x3 convolutions (stride 1, same padding, ReLU) over ``[..., H, W, C]`` images, flattened:
+    the MinAtar network's feature extractor (one layer of 16 channels by default).
+
+    Each convolution is a dense layer over ``patches3x3``: the same function as ``nn.Conv``, but
+    XLA's CPU convolution (and its gradient) ran PPO on MinAtar about 50x slower than this matmul.
+    """
 
     channels: tuple[int, ...] = (16,)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        batch_shape = x.shape[:-3]
+        batch_shape, (height, width) = x.shape[:-3], x.shape[-3:-1]
         x = x.reshape(-1, *x.shape[-3:]).astype(jnp.float32)
         for channels in self.channels:
-            x = nn.relu(nn.Conv(channels, (3, 3), kernel_init=orthogonal(np.sqrt(2.0)))(x))
+            pixels = patches3x3(x).reshape(-1, 9 * x.shape[-1])  # a 2-D matmul: XLA's fast CPU path
+            x = nn.relu(_dense(channels, np.sqrt(2.0))(pixels)).reshape(-1, height, width, channels)
         return x.reshape(*batch_shape, -1)
 
 

@@ -121,16 +121,17 @@ def run(
     devices: list[Any] | None = None,
     tolerate_failures: bool = False,
     eval_episodes: int = 0,
+    eval_greedy: bool = True,
     checkpoint_seconds: float = 30.0,
     loggers: Sequence[str] = (),
 ) -> RunResult:
     """Train ``len(keys)`` runs of ``learner`` with batched ``hparams``; see the module docstring.
 
     ``chunk_updates = 0`` picks about 20 chunks (``default_chunk``). ``eval_episodes > 0`` plays
-    that many episodes per run with the final policy (``learner.evaluate``). ``loggers`` names
-logging backends (``rl.loggers``: tensorboard, wandb) that mirror metrics.jsonl. Raises ``RunError`` on
-    a failed run (unless ``tolerate_failures``), an unreadable checkpoint, or a run directory that
-    is not ours.
+    that many episodes per run with the final policy (``learner.evaluate``, greedy or sampled).
+    ``loggers`` names logging backends (``rl.loggers``: tensorboard, wandb) that mirror
+    metrics.jsonl. Raises ``RunError`` on a failed run (unless ``tolerate_failures``), an
+    unreadable checkpoint, or a run directory that is not ours.
     """
     out = Path(out)
     num_runs, total = len(keys), learner.num_updates
@@ -240,9 +241,11 @@ logging backends (``rl.loggers``: tensorboard, wandb) that mirror metrics.jsonl.
     evaluation, eval_seconds = None, 0.0
     if eval_episodes > 0 and learner.evaluate is not None:
         tick = time.perf_counter()
-        play = sharding.map_over_runs(lambda c, hp, key: learner.evaluate(c["learner"], hp, key, eval_episodes), mesh)
-        eval_keys = np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, 1))(jnp.asarray(sharding.pad_runs(keys, padded))))
-        evaluation = {k: v[:num_runs] for k, v in sharding.to_host(play(carry, hparams, sharding.shard_runs(eval_keys, mesh))).items()}
+        def play(carry: dict[str, Any], hp: Any, key: jax.Array) -> dict[str, jax.Array]:
+            return learner.evaluate(carry["learner"], hp, jax.random.fold_in(key, 1), eval_episodes, eval_greedy)
+
+        played = sharding.map_over_runs(play, mesh)(carry, hparams, keys_on_mesh)
+        evaluation = {name: value[:num_runs] for name, value in sharding.to_host(played).items()}
         eval_seconds = time.perf_counter() - tick
     return RunResult(carry["learner"], history, compile_seconds, train_seconds, total * learner.env_steps_per_update,
                      num_runs, failed_at, evaluation, eval_seconds, mesh.devices.size)

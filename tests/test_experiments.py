@@ -6,17 +6,18 @@ import json
 import pytest
 from conftest import run_cli
 
-from experiments import bench_ppo, sweep
+from experiments import bench_ppo, minatar, sweep
 from experiments.common import RunArgs
 from rl.ppo import HPARAM_FIELDS, PPOConfig
 
 
-@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo"])
+@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo",
+                                    "experiments.minatar"])
 def test_help_lists_every_field_with_its_default(module):
     result = run_cli(module, "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    if module != "experiments.bench_ppo":
+    if module in ("experiments.ppo", "experiments.sweep"):
         for field in ["num_seeds", "resume", *(f.name for f in PPOConfig.__dataclass_fields__.values())]:
             assert f"--{field.replace('_', '-')}" in text, field
         assert "(default: 0.00025)" in text and "(default: CartPole-v1)" in text
@@ -49,4 +50,14 @@ def test_bench_runs_small(tmp_path):
                                            out=str(tmp_path)))
     whats = [row["what"] for row in result["rows"]]
     assert "PPO train, 2 seed(s) on 2 device(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
+    assert "CLI experiments.ppo, 1 seed(s)" in whats
     assert (tmp_path / "bench.json").exists()
+
+
+def test_minatar_comparison_runs_small(tmp_path):
+    summary = minatar.main(minatar.Args(envs=("Breakout-MinAtar",), total_timesteps=8192, num_seeds=1,
+                                        out=str(tmp_path)))
+    (row,) = summary["table"]
+    assert row["learner"] == "ours (conv torso)" and (tmp_path / "Breakout-MinAtar" / "summary.json").exists()
+    ours = summary["results"]["Breakout-MinAtar"]["ours"]
+    assert ours["eval_episodes"] == 128 and len(ours["eval_return_per_seed"]) == 1

@@ -130,7 +130,7 @@ def test_conv_torso_trains_on_minatar_images():
     hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(0), hparams)
     assert state.obs.shape == (4, 10, 10, 4)  # images reach the network unflattened
-    assert state.params["params"]["conv"]["Conv_0"]["kernel"].shape == (3, 3, 4, 4)
+    assert state.params["params"]["conv"]["Dense_0"]["kernel"].shape == (9 * 4, 4)
     state, metrics = jax.jit(learner.update)(state, hparams)
     assert np.isfinite(float(metrics["total_loss"]))
     with pytest.raises(ConfigError, match="torso: conv needs image observations"):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.actor_critic import ActorCritic, RecurrentActorCritic, orthogonal
+from models.actor_critic import ActorCritic, ConvTorso, RecurrentActorCritic, orthogonal
 
 
 @pytest.mark.parametrize("continuous", [False, True])
@@ -54,3 +54,26 @@ def test_orthogonal_matches_flax_under_vmap():
     flax_values = jax.vmap(lambda k: nn.initializers.orthogonal(2.0)(k, (6, 4)))(keys)
     np.testing.assert_allclose(ours, flax_values, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours[0].T @ ours[0], 4.0 * np.eye(4), atol=1e-5)
+
+
+def test_conv_torso_is_a_3x3_same_convolution():
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 4)) + 0.5
+    torso = ConvTorso((16,))
+    params = torso.init(jax.random.PRNGKey(1), images)
+    dense = params["params"]["Dense_0"]
+    kernel = dense["kernel"].reshape(3, 3, 4, 16)  # patches are ordered (row, column, channel)
+    bias = jax.random.normal(jax.random.PRNGKey(2), (16,))
+    params = {"params": {"Dense_0": {"kernel": dense["kernel"], "bias": bias}}}
+    reference = jax.lax.conv_general_dilated(images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = jax.nn.relu(reference + bias).reshape(2, -1)
+    np.testing.assert_allclose(torso.apply(params, images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_twin_mlp_on_wide_inputs_equals_two_separate_mlps():
+    """The side-by-side first layer (inputs >= 256 wide) computes the same as the narrow path."""
+    net = ActorCritic(3, hidden_sizes=(8, 8))
+    obs = jax.random.normal(jax.random.PRNGKey(0), (4, 300))
+    params = net.init(jax.random.PRNGKey(1), obs[0])
+    joint = net.apply(params, obs)
+    np.testing.assert_allclose(joint.logits, net.apply(params, obs, method=net.policy)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(joint.value, net.apply(params, obs, method=net.value), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,1 @@
+"""Peer scripts, run by the comparison scripts with a peer's own Python (never imported here)."""
