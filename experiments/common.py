@@ -94,8 +94,8 @@ class RunArgs:
         """``rl.runner.run`` with these options."""
         return runner.run(
             learner, keys, hparams, out, config, chunk_updates=self.chunk_updates, resume=self.resume,
-            progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes, eval_greedy=self.eval_greedy,
-            checkpoint_seconds=self.checkpoint_seconds, loggers=self.loggers,
+            progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes,
+            eval_greedy=self.eval_greedy, checkpoint_seconds=self.checkpoint_seconds, loggers=self.loggers,
         )
 
 
