@@ -540,13 +540,13 @@ def evaluate(
     """
     if config.normalize_obs and obs_stats is None:
         raise ConfigError("obs_stats", "normalize_obs policies need the run's observation statistics")
-    env, default_env_params = envs.make_single_env(config.env, flatten=config.torso != "conv")
-    policy = make_policy(config, env, default_env_params)
+    single_env, default_env_params = envs.make_single_env(config.env, flatten=config.torso != "conv")
+    env = envs.VecEnv(single_env, num_episodes)
+    policy = make_policy(config, single_env, default_env_params)
     env_params = hparams.env_params
     limit = max_steps or int(getattr(default_env_params, "max_steps_in_episode", 10_000))
-    batch = lambda f: jax.vmap(f, in_axes=(0, 0, 0, None))  # noqa: E731
     key, reset_key = jax.random.split(key)
-    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_episodes), env_params)
+    obs, env_state = env.reset(reset_key, env_params)
     hidden = jnp.zeros((num_episodes, config.gru_size)) if config.recurrent else None
     zeros = jnp.zeros((num_episodes,))
     carry = (key, jnp.zeros((), jnp.int32), env_state, obs, hidden, zeros, zeros.astype(jnp.int32),
@@ -561,13 +561,12 @@ def evaluate(
         key, action_key, env_key = jax.random.split(key, 3)
         seen = obs_stats.normalize(obs) if obs_stats is not None else obs
         hidden, logits, log_std = policy.act(params, hidden, seen, jnp.broadcast_to(t == 0, (num_episodes,)))
-        mask = jax.vmap(env.action_mask, in_axes=(0, None))(env_state, env_params) if policy.masked else None
+        mask = env.action_mask(env_state, env_params) if policy.masked else None
         action = policy.mode(logits, mask) if greedy else policy.sample(action_key, logits, log_std, mask)
-        obs, env_state, reward, terminated, truncated, _ = batch(env.step)(
-            jax.random.split(env_key, num_episodes), env_state, action, env_params
-        )
+        obs, env_state, reward, terminated, truncated, _ = env.step(env_key, env_state, action, env_params)
         active = ~finished
-        illegal = illegal + (0 if mask is None else jnp.sum(active & ~mask.any(-1)))
+        if mask is not None:  # only steps of episodes still running count
+            illegal = illegal + no_legal_action(mask | finished[:, None])
         returns = returns + jnp.where(active, reward, 0.0)
         lengths = lengths + active
         finished = finished | terminated | truncated
