@@ -86,6 +86,15 @@ def has_action_mask(env: Any) -> bool:
     return hasattr(base_env(env), "action_mask")
 
 
+def is_self_play(env: Any) -> bool:
+    """Whether the (possibly wrapped) environment plays the learner against its own policy: it
+    lists the observations its opponent can see, ``opponent_observations(params) -> [S, ...]``, and
+    takes the opponent's action probabilities at them, ``with_opponent(params, probs[S, A]) -> params``
+    (finite-observation games such as matrix games and memory-one repeated games)."""
+    env = base_env(env)
+    return hasattr(env, "opponent_observations") and hasattr(env, "with_opponent")
+
+
 class Wrapper:
     """Base wrapper: forwards every attribute it does not define to the wrapped environment."""
 
@@ -177,21 +186,30 @@ class EpisodeStatistics(Wrapper):
 
 
 class VecEnv(Wrapper):
-    """Run ``num_envs`` copies of a single environment in lock step (vmap); params are shared."""
+    """Run ``num_envs`` copies of a single environment in lock step (vmap); params are shared.
 
-    def __init__(self, env: Any, num_envs: int):
+    With ``group_size > 1`` the copies come in consecutive groups that share their random keys:
+    a group starts (and, if its episodes end together, restarts) from the same state, and meets
+    the same environment noise, so trajectories of a group can be compared (SPO)."""
+
+    def __init__(self, env: Any, num_envs: int, group_size: int = 1):
         super().__init__(env)
+        if group_size < 1 or num_envs % group_size:
+            raise ConfigError("group_size", f"must divide num_envs = {num_envs}, got {group_size}")
         self.num_envs = num_envs
+        self.group_size = group_size
+
+    def _keys(self, key: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, self.num_envs // self.group_size)
+        return keys if self.group_size == 1 else jnp.repeat(keys, self.group_size, axis=0)
 
     @partial(jax.jit, static_argnums=0)
     def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
-        keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self.env.reset, in_axes=(0, None))(keys, params)
+        return jax.vmap(self.env.reset, in_axes=(0, None))(self._keys(key), params)
 
     @partial(jax.jit, static_argnums=0)
     def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any):
-        keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(keys, state, action, params)
+        return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(self._keys(key), state, action, params)
 
     def action_mask(self, state: Any, params: Any) -> jax.Array:
         """Masks of every copy, ``bool[num_envs, num_actions]``."""
@@ -286,12 +304,14 @@ def make_single_env(env_id: str, flatten: bool = True, **env_kwargs: Any) -> tup
 
 
 def make_vec_env(
-    env_id: str, num_envs: int, normalize_obs: bool = False, flatten: bool = True, **env_kwargs: Any
+    env_id: str, num_envs: int, normalize_obs: bool = False, flatten: bool = True, group_size: int = 1,
+    **env_kwargs: Any,
 ) -> tuple[Any, Any]:
-    """The standard learner stack: ``make_single_env``, episode statistics, vectorise, normalise
-    observations. (Reward scaling needs the run's gamma, so learners apply ``scale_reward``.)"""
+    """The standard learner stack: ``make_single_env``, episode statistics, vectorise (in groups of
+    ``group_size`` sharing keys), normalise observations. (Reward scaling needs the run's gamma, so
+    learners apply ``scale_reward``.)"""
     env, params = make_single_env(env_id, flatten, **env_kwargs)
-    env = VecEnv(EpisodeStatistics(env), num_envs)
+    env = VecEnv(EpisodeStatistics(env), num_envs, group_size)
     if normalize_obs:
         env = NormalizeVecObservation(env)
     return env, params

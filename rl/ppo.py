@@ -37,6 +37,7 @@ from rl import envs
 from rl.errors import ConfigError
 from rl.gae import gae
 from rl.losses import OBJECTIVES, clipped_value_loss, normalize
+from rl.opponents import OpponentPool, mixed_action_probs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,21 @@ class PPOConfig:
     """normalise observations with running statistics (continuous control)"""
     normalize_reward: bool = False
     """scale rewards by the running std of the discounted return (continuous control)"""
+    group_size: int = 1
+    """environments come in groups of this size sharing their random keys (same start states and
+    noise), so a trajectory reward can compare the trajectories of a group (SPO)"""
+    trajectory_reward: Any = None
+    """relabels every rollout's rewards from whole trajectories after the rollout: an object with
+    ``init(key, obs, action) -> state`` and ``relabel(state, traj, hparams, key) -> (state,
+    reward[T, E], metrics)`` (and optionally ``validate(config)``), e.g. rl.preference's SPO win
+    rates or Bradley-Terry reward model; None keeps the environment's reward"""
+    opponent_pool: int = 0
+    """self-play environments (rl.envs.is_self_play): frozen past snapshots of the policy kept as
+    opponents besides the latest policy (0: the latest policy only)"""
+    pool_interval: int = 10
+    """updates between two snapshots added to the opponent pool"""
+    latest_opponent_prob: float = 0.5
+    """probability that a game's opponent is the latest policy rather than a pool snapshot"""
 
     @property
     def batch_size(self) -> int:
@@ -154,7 +170,32 @@ class PPOConfig:
                 raise ConfigError("torso", f"conv needs image observations [H, W, C]; {self.env} has shape {shape}")
             if not self.conv_channels or min(self.conv_channels) < 1:
                 raise ConfigError("conv_channels", f"must be non-empty positive sizes, got {self.conv_channels}")
+        self._validate_hooks()
         check_hparam_values({name: getattr(self, name) for name in HPARAM_FIELDS})
+
+    def _validate_hooks(self) -> None:
+        """Checks of the group, trajectory-reward and self-play fields."""
+        if self.group_size < 1 or self.num_envs % self.group_size:
+            raise ConfigError("group_size", f"must divide num_envs = {self.num_envs}, got {self.group_size}")
+        if self.trajectory_reward is not None:
+            if not (hasattr(self.trajectory_reward, "init") and hasattr(self.trajectory_reward, "relabel")):
+                raise ConfigError("trajectory_reward", "needs init(key, obs, action) and relabel(state, traj, hp, key)")
+            if self.normalize_reward:
+                raise ConfigError("normalize_reward", "cannot scale rewards that trajectory_reward relabels")
+            if hasattr(self.trajectory_reward, "validate"):
+                self.trajectory_reward.validate(self)
+        if self.opponent_pool < 0:
+            raise ConfigError("opponent_pool", f"must be >= 0, got {self.opponent_pool}")
+        if self.pool_interval < 1:
+            raise ConfigError("pool_interval", f"must be a positive integer, got {self.pool_interval}")
+        if not 0.0 <= self.latest_opponent_prob <= 1.0:
+            raise ConfigError("latest_opponent_prob", f"must be in [0, 1], got {self.latest_opponent_prob}")
+        if envs.is_self_play(envs.make(self.env)[0]):
+            if self.recurrent:
+                raise ConfigError("recurrent", f"{self.env} hands its opponent one action distribution per "
+                                  "observation: use a feed-forward policy (memory lives in the observation)")
+            if self.normalize_obs:
+                raise ConfigError("normalize_obs", f"{self.env}'s opponent sees raw observations")
 
 
 HPARAM_FIELDS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
@@ -230,6 +271,8 @@ class TrainState:
     reward_scale: envs.RewardScale | None  # running return statistics (normalize_reward only)
     key: jax.Array
     update_step: jax.Array
+    reward_model: Any = None  # the trajectory reward's state (e.g. a reward model), if any
+    opponents: OpponentPool | None = None  # past snapshots (self-play with opponent_pool > 0)
 
 
 class Transition(NamedTuple):
@@ -329,11 +372,24 @@ def make_learner(config: PPOConfig) -> Learner:
     """Validate ``config`` and build its ``init``, ``update`` and ``evaluate`` (not yet compiled)."""
     config.validate()
     vec_env, default_env_params = envs.make_vec_env(
-        config.env, config.num_envs, config.normalize_obs, flatten=config.torso != "conv"
+        config.env, config.num_envs, config.normalize_obs, flatten=config.torso != "conv", group_size=config.group_size
     )
     policy = make_policy(config, vec_env, default_env_params)
     network, masked = policy.network, policy.masked
     objective = OBJECTIVES[config.objective]
+    self_play = envs.is_self_play(vec_env)
+    relabeler = config.trajectory_reward
+
+    def action_probs(params: Any, obs: jax.Array) -> jax.Array:
+        return jax.nn.softmax(policy.act(params, None, obs, jnp.ones(obs.shape[:1], bool))[1])
+
+    def env_params_for(state: TrainState, hp: PPOHParams) -> Any:
+        """The run's env params, with the opponent of a self-play environment bound to them."""
+        if not self_play:
+            return hp.env_params
+        obs = vec_env.opponent_observations(hp.env_params)
+        probs = mixed_action_probs(action_probs, state.params, state.opponents, config.latest_opponent_prob, obs)
+        return vec_env.with_opponent(hp.env_params, jax.lax.stop_gradient(probs))
 
     def rollout_values(params: Any, traj: Transition) -> tuple[jax.Array, jax.Array]:
         """Values of each step's observation and of the observation that followed it."""
@@ -371,18 +427,24 @@ def make_learner(config: PPOConfig) -> Learner:
             reward_scale=envs.RewardScale.create(config.num_envs) if config.normalize_reward else None,
             key=key,
             update_step=jnp.zeros((), jnp.int32),
+            reward_model=None if relabeler is None else relabeler.init(
+                jax.random.fold_in(net_key, 1), obs[0], vec_env.action_space(hp.env_params).sample(net_key)
+            ),
+            opponents=OpponentPool.create(params, config.opponent_pool) if self_play and config.opponent_pool else None,
         )
 
     def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition, EpisodeTotals]:
+        env_params = env_params_for(state, hp)
+
         def env_step(carry, step_key):
             env_state, obs, last_done, hidden, reward_scale, totals = carry
             action_key, env_key = jax.random.split(step_key)
-            mask = vec_env.action_mask(env_state, hp.env_params) if masked else None
+            mask = vec_env.action_mask(env_state, env_params) if masked else None
             hidden, logits, log_std = policy.act(state.params, hidden, obs, last_done)
             action = policy.sample(action_key, logits, log_std, mask)
             log_prob, _ = policy.log_prob_and_entropy(logits, log_std, action, mask)
             next_obs, env_state, reward, terminated, truncated, info = vec_env.step(
-                env_key, env_state, action, hp.env_params
+                env_key, env_state, action, env_params
             )
             done = jnp.logical_or(terminated, truncated)
             if config.normalize_reward:
@@ -460,6 +522,12 @@ def make_learner(config: PPOConfig) -> Learner:
         key, rollout_key, epoch_key = jax.random.split(state.key, 3)
         hidden0, reset0 = state.hidden, state.last_done
         state, traj, totals = rollout(state, hp, rollout_key)
+        relabel_metrics = {}
+        if relabeler is not None:  # its own key, so runs without it keep their random stream
+            reward_model, reward, relabel_metrics = relabeler.relabel(
+                state.reward_model, traj, hp, jax.random.fold_in(epoch_key, 1)
+            )
+            traj, state = traj._replace(reward=reward), state.replace(reward_model=reward_model)
         values, next_values = rollout_values(state.params, traj)
         advantage, target = gae(traj.reward, values, next_values, traj.terminated, traj.done, hp.gamma, hp.gae_lambda)
         data = {
@@ -486,8 +554,11 @@ def make_learner(config: PPOConfig) -> Learner:
             epoch, (state.params, state.opt_state), jax.random.split(epoch_key, config.update_epochs)
         )
         metrics = {name: value.mean() for name, value in losses.items()}
-        metrics.update(episode_metrics(totals), learning_rate=lr)
-        state = state.replace(params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1)
+        metrics.update(episode_metrics(totals), **relabel_metrics, learning_rate=lr)
+        step = state.update_step + 1
+        if state.opponents is not None:
+            state = state.replace(opponents=state.opponents.maybe_add(params, step, config.pool_interval))
+        state = state.replace(params=params, opt_state=opt_state, key=key, update_step=step)
         return state, metrics
 
     def evaluate_state(state: TrainState, hp: PPOHParams, key: jax.Array, num_episodes: int, greedy: bool = True):

@@ -3,7 +3,8 @@
 Each isolates one piece of the learner: value learning (ConstantReward), policy gradient from
 observation (OneStepBandit), credit assignment through bootstrapping (TwoStepCredit),
 legal-action masks (MaskedBandit), memory within an episode (MemoryCue) and continuous actions
-(ContinuousTarget). All are registered with ``rl.envs`` under ``<Name>-probe``.
+(ContinuousTarget); CyclicChoice is the test game of intransitive preferences (rl.preference). All
+are registered with ``rl.envs`` under ``<Name>-probe``.
 """
 
 from __future__ import annotations
@@ -173,5 +174,26 @@ class ContinuousTarget(_Probe):
         return self._obs(state), state, reward, jnp.bool_(True), {}
 
 
-for _cls in (ConstantReward, OneStepBandit, TwoStepCredit, MaskedBandit, MemoryCue, ContinuousTarget):
+class CyclicChoice(_Probe):
+    """One step, three choices, reward 0: the test game of intransitive preferences. Each choice
+    scores three features (``trajectory_features``) that form a Condorcet cycle: by majority of
+    features choice 0 beats 1, 1 beats 2 and 2 beats 0, so the preference is rock-paper-scissors
+    and its minimax winner is the uniform policy, which no reward function can single out."""
+
+    actions = 3
+    FEATURES = jnp.array([[3.0, 1.0, 2.0], [2.0, 3.0, 1.0], [1.0, 2.0, 3.0]])
+
+    def _obs(self, state: ProbeState) -> jax.Array:
+        return jnp.zeros((1,))
+
+    def step_env(self, key, state, action, params):
+        state = state.replace(time=state.time + 1)
+        return self._obs(state), state, jnp.float32(0.0), jnp.bool_(True), {}
+
+    def trajectory_features(self, obs: jax.Array, action: jax.Array, reward: jax.Array) -> jax.Array:
+        """The three features of a trajectory ``[L]`` of choices: their sums over its steps."""
+        return self.FEATURES[action].sum(0)
+
+
+for _cls in (ConstantReward, OneStepBandit, TwoStepCredit, MaskedBandit, MemoryCue, ContinuousTarget, CyclicChoice):
     envs.register(f"{_cls.__name__}-probe", _cls)
