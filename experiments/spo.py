@@ -11,14 +11,13 @@ metric is always the ground-truth return: summary.json holds ``final_true_return
 seeds), the same shifted to be positive (``final_true_return_shifted_mean``: plus the lowest
 return an episode can have, ``RETURN_SHIFT``), and on the cyclic test game (``CyclicChoice-probe``)
 ``distance_to_minimax_winner``: the L1 distance of the final policies' choice probabilities to the
-preference's von Neumann (minimax) winner. ``--compare-with DIR ...`` overlays other runs' learning
-curves on this one's in comparison.png.
+preference's von Neumann (minimax) winner. ``python -m experiments.plot_runs DIR ...`` overlays the
+learning curves of several runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -70,8 +69,6 @@ class Args:
     """flip probability of the noisy preference"""
     credit: str = "spread"
     """SPO: the win rate on every step (spread) or on the last step (last)"""
-    compare_with: tuple[str, ...] = ()
-    """other run directories whose learning curves go into comparison.png"""
 
 
 def ppo_config(args: Args) -> PPOConfig:
@@ -153,10 +150,6 @@ def main(args: Args) -> dict[str, Any]:
         label = f"{args.algo} ({args.preference})" if args.algo != "ppo_true_reward" else args.algo
         curves = {label: (records.series(result.records, "env_steps"), records.series(result.records, "episode_return"))}
         records.plot_curves(out / "learning_curve.png", curves, f"{args.env}: true return")
-        for other in args.compare_with:
-            curves.update(_curve_of(Path(other)))
-        if args.compare_with:
-            records.plot_curves(out / "comparison.png", curves, f"{args.env}: true return")
     row = {**summary, "seeds": seeds,
            "true_return": f"{mean:.1f} ± {half:.1f}", "shifted": f"{mean + shift:.1f}"}
     columns = ["env", "algo", "preference", "seeds", "true_return", "shifted", "train_seconds"]
@@ -165,17 +158,6 @@ def main(args: Args) -> dict[str, Any]:
     print(format_table([row], columns))
     print(f"run directory: {out}")
     return summary
-
-
-def _curve_of(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The learning curve stored in another run directory, labelled by its algo and preference."""
-    import json
-
-    config = json.loads((run_dir / "config.json").read_text())
-    rows = records.read_jsonl(run_dir / "metrics.jsonl", 1 << 62)
-    algo = config.get("algo", "ppo")
-    label = algo if algo == "ppo_true_reward" else f"{algo} ({config.get('preference')})"
-    return {label: (records.series(rows, "env_steps"), records.series(rows, "episode_return"))}
 
 
 if __name__ == "__main__":

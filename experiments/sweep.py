@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import itertools
 import textwrap
+import typing
 from typing import Annotated, Any
 
 import jax
@@ -41,13 +42,14 @@ def _field_docs(cls: type) -> dict[str, str]:
 def _grid_fields() -> list[tuple[str, Any, dataclasses.Field]]:
     """PPOConfig's fields, with every hyperparameter turned into a comma-separated string."""
     docs = _field_docs(PPOConfig)
+    types = typing.get_type_hints(PPOConfig, include_extras=True)
     fields = []
     for f in dataclasses.fields(PPOConfig):
         if f.name in HPARAM_FIELDS:
             help_text = f"{docs.get(f.name, f.name)}; comma-separated values to sweep"
             fields.append((f.name, Annotated[str, tyro.conf.arg(help=help_text)], dataclasses.field(default=str(f.default))))
         else:
-            annotated = Annotated[f.type, tyro.conf.arg(help=docs.get(f.name, ""))]
+            annotated = Annotated[types[f.name], tyro.conf.arg(help=docs.get(f.name, ""))]
             fields.append((f.name, annotated, dataclasses.field(default=f.default)))
     return fields
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tyro
 from flax import struct
 
 from models.actor_critic import (
@@ -102,11 +103,12 @@ class PPOConfig:
     group_size: int = 1
     """environments come in groups of this size sharing their random keys (same start states and
     noise), so a trajectory reward can compare the trajectories of a group (SPO)"""
-    trajectory_reward: Any = None
+    trajectory_reward: Annotated[Any, tyro.conf.Suppress] = None
     """relabels every rollout's rewards from whole trajectories after the rollout: an object with
     ``init(key, obs, action) -> state`` and ``relabel(state, traj, hparams, key) -> (state,
     reward[T, E], metrics)`` (and optionally ``validate(config)``), e.g. rl.preference's SPO win
-    rates or Bradley-Terry reward model; None keeps the environment's reward"""
+    rates or Bradley-Terry reward model; None keeps the environment's reward (set from Python, as
+    experiments.spo does: not a command-line flag)"""
     opponent_pool: int = 0
     """self-play environments (rl.envs.is_self_play): frozen past snapshots of the policy kept as
     opponents besides the latest policy (0: the latest policy only)"""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import plot_runs
 from experiments import spo as spo_experiment
 from experiments.common import RunArgs
 from rl import envs
@@ -133,6 +134,8 @@ def test_spo_finds_the_minimax_winner_where_bradley_terry_does_not(tmp_path):
         results[algo] = spo_experiment.main(args)["distance_to_minimax_winner"]
     assert results["spo"] < 0.05
     assert results["rlhf_bt"] > 0.15
+    plot_runs.main(plot_runs.Args(runs=(str(tmp_path / "spo"), str(tmp_path / "rlhf_bt")), out=str(tmp_path / "c.png")))
+    assert (tmp_path / "c.png").stat().st_size > 0
 
 
 def dataclass_replace(obj, **changes):
