@@ -86,6 +86,12 @@ def preference_matrix(kind: str, returns: jax.Array, features: jax.Array, key: j
     return prefer
 
 
+def _off_diagonal_mean(x: jax.Array) -> jax.Array:
+    """Mean of ``x[..., i, j]`` over the pairs ``i != j``."""
+    n = x.shape[-1]
+    return jnp.sum(x * (1 - jnp.eye(n))) / (x[..., 0, 0].size * n * (n - 1))
+
+
 def win_rates(prefer: jax.Array) -> jax.Array:
     """SPO's reward: each sample's mean preference over the other samples, ``[..., N]``."""
     n = prefer.shape[-1]
@@ -137,7 +143,7 @@ class _TrajectoryComparisons:
         truth = preference_matrix("transitive", returns, features, key, 0.0)
         ends = segments(traj.done, n, self.episode_length)
         metrics = {
-            "preference_agrees_with_return": jnp.mean(jnp.abs(prefer - truth) < 0.5),
+            "preference_agrees_with_return": _off_diagonal_mean(jnp.abs(prefer - truth) < 0.5),
             # episodes must end exactly at the end of each L-step segment
             "misaligned_episode_ends": jnp.sum(ends[..., :-1]) + jnp.sum(~ends[..., -1]),
         }

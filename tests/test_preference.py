@@ -50,6 +50,10 @@ def test_spo_reward_is_win_rate_against_the_other_samples():
     # wins: env0 beats none (0), env1 beats both (1), env2 beats env0 (1/2); reward w - 1/2 on every step
     np.testing.assert_allclose(reward, np.broadcast_to([-0.5, 0.5, 0.0], (4, 3)))
     assert float(metrics["misaligned_episode_ends"]) == 0
+    assert float(metrics["preference_agrees_with_return"]) == 1.0
+    noisy = SPOReward(env="CyclicChoice-probe", episode_length=2, group_size=3, preference="noisy", noise=1.0)
+    _, _, metrics = noisy.relabel(None, rollout(np.array([1.0, 3.0, 2.0]), 4, 2), None, jax.random.PRNGKey(0))
+    assert float(metrics["preference_agrees_with_return"]) == 0.0  # every pair flipped, the diagonal ignored
     last = SPOReward(env="CyclicChoice-probe", episode_length=2, group_size=3, credit="last")
     _, reward, _ = last.relabel(None, rollout(np.array([1.0, 3.0, 2.0]), 4, 2), None, jax.random.PRNGKey(0))
     np.testing.assert_allclose(reward, [[0, 0, 0], [0, 1, 0.5], [0, 0, 0], [0, 1, 0.5]])
