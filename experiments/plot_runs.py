@@ -6,7 +6,8 @@
 Learner runs (config.json + metrics.jsonl): ``--metric`` against environment steps, mean and 95%
 CI over seeds, labelled ``algo (preference)`` for preference runs, otherwise by directory name.
 Matrix-game runs (experiments.matrix_games: curves.npz): exploitability (zero-sum) or NashConv of
-``--game`` against iterations, average policy and last iterate, one pair per learner.
+``--game`` against iterations, average policy and last iterate, one pair per learner; ``--table``
+also writes every game's final metric side by side (e.g. the 144 2x2 games for each learner).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Args:
     """plot title (default: the metric or the game)"""
     game: str = "rock_paper_scissors"
     """matrix-game runs: the game whose curves are drawn"""
+    table: str | None = None
+    """matrix-game runs: also write a markdown table of every game's metric, one column pair per learner"""
 
 
 def label(run_dir: Path, config: dict) -> str:
@@ -73,11 +76,28 @@ def plot_matrix_games(args: Args) -> None:
     plt.close(fig)
 
 
+def matrix_games_table(runs: tuple[str, ...]) -> str:
+    """Markdown: one row per game played in every run, average / last metric per learner."""
+    summaries = [json.loads((Path(run) / "summary.json").read_text()) for run in runs]
+    games = [g for g in summaries[0]["games"] if all(g in s["games"] for s in summaries)]
+    header = "| game | metric | " + " | ".join(f"{s['learner']}: average / last" for s in summaries) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(summaries))]
+    for game in games:
+        entry = summaries[0]["games"][game]
+        cells = [f"{s['games'][game][entry['metric']]['average']:.4f} / {s['games'][game][entry['metric']]['last']:.4f}"
+                 for s in summaries]
+        lines.append(f"| {game} | {entry['metric']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(args: Args) -> None:
     """Read every run's curve and write the overlay."""
     if all((Path(run) / "curves.npz").exists() for run in args.runs):
         plot_matrix_games(args)
         print(f"wrote {args.out}")
+        if args.table:
+            Path(args.table).write_text(matrix_games_table(args.runs))
+            print(f"wrote {args.table}")
         return
     curves = {}
     for run in args.runs:

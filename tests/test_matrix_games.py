@@ -237,3 +237,39 @@ def test_ppo_self_play_reaches_low_exploitability_on_rock_paper_scissors():
     average = exploitability(RPS, np.asarray(result.average_row[0]), np.asarray(result.average_col[0]))
     assert average <= 0.02
     assert float(result.nash_conv_average[0, -1]) / 2 == pytest.approx(average, abs=1e-6)
+
+
+def test_ppo_self_play_keeps_a_pool_of_past_snapshots_in_the_train_state():
+    from rl import envs
+    from rl.games.ppo_selfplay import self_play_config
+    from rl.ppo import default_hparams, make_learner
+
+    config = self_play_config(3, 3, num_envs=8, num_steps=2, num_minibatches=2, opponent_pool=2, pool_interval=1)
+    learner = make_learner(config)
+    params = envs.make(config.env)[1].replace(payoffs=jnp.asarray(np.stack([RPS[0], RPS[1]]), jnp.float32))
+    hp = default_hparams(config, env_params=params)
+    state = learner.init(jax.random.PRNGKey(0), hp)
+    snapshots = []
+    for _ in range(3):
+        state, metrics = learner.update(state, hp)
+        snapshots.append(state.params)
+        assert np.isfinite(float(metrics["total_loss"]))
+    assert int(state.opponents.count) == 3
+    # ring buffer of 2: slot 0 holds the third snapshot, slot 1 the second
+    for slot, snapshot in ((0, snapshots[2]), (1, snapshots[1])):
+        jax.tree.map(lambda pool, p, s=slot: np.testing.assert_array_equal(pool[s], p), state.opponents.params, snapshot)
+
+
+def test_plot_runs_overlays_learners_and_tabulates_games(tmp_path):
+    from experiments import plot_runs
+
+    runs = []
+    for learner in ("fictitious", "hedge"):
+        matrix_games.main(matrix_games.Args(game="rock_paper_scissors", learner=learner, iterations=50, num_records=10,
+                                            out=str(tmp_path / learner)))
+        runs.append(str(tmp_path / learner))
+    plot_runs.main(plot_runs.Args(runs=tuple(runs), out=str(tmp_path / "rps.png"), table=str(tmp_path / "t.md")))
+    assert (tmp_path / "rps.png").stat().st_size > 0
+    table = (tmp_path / "t.md").read_text().splitlines()
+    assert table[0] == "| game | metric | fictitious: average / last | hedge: average / last |"
+    assert table[2].startswith("| rock_paper_scissors | exploitability |")
