@@ -10,9 +10,9 @@ metric is always the ground-truth return: summary.json holds ``final_true_return
 ``final_true_return_ci95`` (the final policies' greedy evaluation, 95% Student-t interval over
 seeds), the same shifted to be positive (``final_true_return_shifted_mean``: plus the lowest
 return an episode can have, ``RETURN_SHIFT``), and on the cyclic test game (``CyclicChoice-probe``)
-``distance_to_minimax_winner``: the L1 distance of the final policies' choice probabilities to the
-preference's von Neumann (minimax) winner. ``python -m experiments.plot_runs DIR ...`` overlays the
-learning curves of several runs.
+``distance_to_minimax_winner`` (intransitive preference): the L1 distance of the final policies'
+choice probabilities to the preference's von Neumann (minimax) winner. ``python -m
+experiments.plot_runs DIR ...`` overlays the learning curves of several runs.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def ppo_config(args: Args) -> PPOConfig:
         raise ConfigError("algo", f"unknown algo {args.algo!r}; known: {', '.join(ALGOS)}")
     if args.preference not in PREFERENCES:
         raise ConfigError("preference", f"unknown preference {args.preference!r}; known: {', '.join(PREFERENCES)}")
+    if args.run.eval_episodes < 1:
+        raise ConfigError("eval_episodes", "the score is the final policies' evaluation: needs at least 1 episode")
     if args.group_size < 2:
         raise ConfigError("group_size", f"N must be at least 2 samples per start state, got {args.group_size}")
     settings = dict(SETTINGS[args.env])
@@ -132,15 +134,15 @@ def main(args: Args) -> dict[str, Any]:
                   "num_seeds": seeds, "chunk_updates": args.run.chunk_updates}
     result = args.run.run(learner, seed_keys(args.run.seed, seeds), hparams, out, run_config)
     summary = {"env": args.env, "algo": args.algo, "preference": args.preference, **runner.summarize(result)}
-    true_returns = np.asarray(summary.get("eval_return_per_seed") or summary["final_return_per_seed"], float)
+    true_returns = np.asarray(summary["eval_return_per_seed"], float)
     mean, half = records.mean_ci95(true_returns)
     shift = RETURN_SHIFT[args.env]
     summary.update(final_true_return_mean=float(mean), final_true_return_ci95=float(half),
                    final_true_return_per_seed=true_returns.tolist(), return_shift=shift,
                    final_true_return_shifted_mean=float(mean + shift))
-    if args.env == "CyclicChoice-probe":
+    if args.env == "CyclicChoice-probe" and args.preference == "intransitive":
         probs = choice_probabilities(config, jax.tree.map(lambda x: x[:seeds], result.state.params))
-        winner = minimax_winner(args.env, "intransitive")
+        winner = minimax_winner(args.env, args.preference)
         distances = np.abs(probs - winner).sum(axis=1)
         summary.update(policy_per_seed=probs.tolist(), minimax_winner=winner.tolist(),
                        distance_to_minimax_winner=float(distances.mean()),

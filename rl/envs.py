@@ -90,7 +90,9 @@ def is_self_play(env: Any) -> bool:
     """Whether the (possibly wrapped) environment plays the learner against its own policy: it
     lists the observations its opponent can see, ``opponent_observations(params) -> [S, ...]``, and
     takes the opponent's action probabilities at them, ``with_opponent(params, probs[S, A]) -> params``
-    (finite-observation games such as matrix games and memory-one repeated games)."""
+    (one-step games with few observations, such as the matrix games of rl.games; a pool of past
+    policies reaches the env as the mixture of their probabilities, which equals drawing one
+    opponent per game only when a game is one step long)."""
     env = base_env(env)
     return hasattr(env, "opponent_observations") and hasattr(env, "with_opponent")
 

@@ -529,7 +529,9 @@ def make_learner(config: PPOConfig) -> Learner:
             reward_model, reward, relabel_metrics = relabeler.relabel(
                 state.reward_model, traj, hp, jax.random.fold_in(epoch_key, 1)
             )
-            traj, state = traj._replace(reward=reward), state.replace(reward_model=reward_model)
+            # the relabelled reward scores whole trajectories: their ends are terminal, no bootstrap
+            traj = traj._replace(reward=reward, terminated=traj.done)
+            state = state.replace(reward_model=reward_model)
         values, next_values = rollout_values(state.params, traj)
         advantage, target = gae(traj.reward, values, next_values, traj.terminated, traj.done, hp.gamma, hp.gae_lambda)
         data = {

@@ -129,6 +129,10 @@ class _TrajectoryComparisons:
             raise ConfigError(
                 "num_steps", f"must be a multiple of the episode length {self.episode_length}, got {config.num_steps}"
             )
+        max_steps = getattr(envs.make(self.env)[1], "max_steps_in_episode", None)
+        if max_steps is not None and self.episode_length > max_steps:
+            raise ConfigError("episode_length", f"{self.env}'s episodes last at most {max_steps} steps, "
+                              f"got episode_length {self.episode_length}")
         if not 0.0 <= self.noise <= 1.0:
             raise ConfigError("noise", f"must be in [0, 1], got {self.noise}")
 
@@ -144,7 +148,7 @@ class _TrajectoryComparisons:
         ends = segments(traj.done, n, self.episode_length)
         metrics = {
             "preference_agrees_with_return": _off_diagonal_mean(jnp.abs(prefer - truth) < 0.5),
-            # episodes must end exactly at the end of each L-step segment
+            # episodes must end exactly at the end of each L-step segment (the runner stops otherwise)
             "misaligned_episode_ends": jnp.sum(ends[..., :-1]) + jnp.sum(~ends[..., -1]),
         }
         return prefer, metrics

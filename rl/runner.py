@@ -84,14 +84,22 @@ def prepare_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
         records.write_json(config_path, config)
 
 
-FAILURES = {"total_loss": "non-finite loss", "no_legal_action": "no legal action (all-False action mask)"}
+FAILURES = {
+    "total_loss": "non-finite loss",
+    # counters that must stay 0
+    "no_legal_action": "no legal action (all-False action mask)",
+    "misaligned_episode_ends": "an episode ended inside a trajectory-reward segment (the env's episodes are not "
+    "all episode_length steps long)",
+}
 
 
 def failed(metrics: dict[str, jax.Array]) -> jax.Array:
-    """Whether an update's metrics show a failure: a non-finite loss or a state without legal actions."""
+    """Whether an update's metrics show a failure: a non-finite loss, or a failure counter
+    (``FAILURES``: a state without legal actions, a misaligned trajectory) above 0."""
     bad = ~jnp.isfinite(metrics["total_loss"])
-    if "no_legal_action" in metrics:
-        bad = bad | (metrics["no_legal_action"] > 0)
+    for name in FAILURES:
+        if name != "total_loss" and name in metrics:
+            bad = bad | (metrics[name] > 0)
     return bad
 
 
@@ -99,7 +107,8 @@ def failure_reason(metrics: dict[str, np.ndarray], run: int, index: int) -> str:
     """Which failure the host copy of a chunk's metrics shows for ``run`` at chunk step ``index``."""
     if not np.isfinite(metrics["total_loss"][run, index]):
         return FAILURES["total_loss"]
-    return FAILURES["no_legal_action"]
+    counters = [name for name in FAILURES if name != "total_loss" and name in metrics]
+    return next((FAILURES[name] for name in counters if metrics[name][run, index] > 0), "failure")
 
 
 def default_chunk(total: int) -> int:

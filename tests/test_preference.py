@@ -155,3 +155,22 @@ def test_cli_bad_input_is_one_line_and_nonzero_exit(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, (extra, done.stderr)
         assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error:"), (extra, done.stderr)
+
+
+def test_episodes_that_do_not_fill_their_segments_stop_the_run(tmp_path):
+    """Pendulum's episodes last 200 steps; comparing 100-step segments would compare halves that
+    start from different states: the misaligned episode ends stop the run, naming the cause."""
+    from experiments.common import repeat_runs, seed_keys
+    from rl import runner
+    from rl.errors import RunError
+    from rl.ppo import default_hparams, make_learner
+
+    spo = SPOReward(env="Pendulum-v1", episode_length=100, group_size=2)
+    config = PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=100, num_minibatches=2, update_epochs=1,
+                       total_timesteps=400 * 2, group_size=2, trajectory_reward=spo, hidden_sizes=(8,))
+    with pytest.raises(RunError, match="trajectory-reward segment"):
+        runner.run(make_learner(config), seed_keys(0, 1), repeat_runs(default_hparams(config), 1), tmp_path, {},
+                   chunk_updates=1, progress=False, checkpoint_seconds=3600)
+    with pytest.raises(ConfigError, match="episode_length"):
+        PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=400, num_minibatches=2, group_size=2,
+                  trajectory_reward=SPOReward(env="Pendulum-v1", episode_length=400, group_size=2)).validate()
