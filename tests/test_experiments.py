@@ -12,7 +12,8 @@ from rl.ppo import HPARAM_FIELDS, PPOConfig
 
 
 @pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo",
-                                    "experiments.minatar"])
+                                    "experiments.minatar", "experiments.matrix_games", "experiments.spo",
+                                    "experiments.plot_runs"])
 def test_help_lists_every_field_with_its_default(module):
     result = run_cli(module, "--help")
     assert result.returncode == 0
