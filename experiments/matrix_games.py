@@ -289,19 +289,10 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(path: Path, summary: dict[str, Any], curves: dict[str, Any]) -> None:
     """Exploitability (zero-sum) or NashConv against iterations, average (solid) and last iterate
     (dashed); the 2x2 suite as its mean and max over games."""
-    plt = _pyplot()
+    plt = records.pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     suite = [n for n, e in summary["games"].items() if "index" in e]
     lines = {n: c for n, c in curves.items() if n not in suite}
@@ -329,7 +320,7 @@ def plot_curves(path: Path, summary: dict[str, Any], curves: dict[str, Any]) -> 
 def plot_suite(path: Path, summary: dict[str, Any], suite: list[dict[str, Any]]) -> None:
     """The 12 x 12 grid of the 2x2 suite (row player's symmetric game x column player's), coloured
     by the NashConv of the average policy and of the last iterate."""
-    plt = _pyplot()
+    plt = records.pyplot()
     names = [name for name, _ in SYMMETRIC_2X2]
     fig, axes = plt.subplots(1, 2, figsize=(13, 6))
     for ax, key in zip(axes, ("nash_conv_average", "nash_conv_last"), strict=True):

@@ -49,11 +49,9 @@ def label(run_dir: Path, config: dict) -> str:
 
 def plot_matrix_games(args: Args) -> None:
     """Exploitability / NashConv of ``args.game`` against iterations, per learner run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = records.pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     metric = "NashConv"

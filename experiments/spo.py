@@ -102,11 +102,7 @@ def choice_probabilities(config: PPOConfig, params: Any) -> np.ndarray:
     env, env_params = envs.make_single_env(config.env)
     policy = make_policy(config, env, env_params)
     obs = jnp.zeros((1, *env.observation_space(env_params).shape))
-
-    def probs(p: Any) -> jax.Array:
-        return jax.nn.softmax(policy.act(p, None, obs, jnp.ones(1, bool))[1][0])
-
-    return np.asarray(jax.vmap(probs)(params))
+    return np.asarray(jax.vmap(lambda p: policy.probs(p, obs)[0])(params))
 
 
 def minimax_winner(env_id: str, preference: str) -> np.ndarray:

@@ -129,11 +129,7 @@ def main(args: Args) -> dict[str, Any]:
 
 def plot_ranking(path: Any, labels: list[str], mean: np.ndarray, half: np.ndarray, env: str) -> None:
     """Horizontal bars of final return per configuration (best on top) with 95% CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = records.pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.5))
     y = np.arange(len(labels))[::-1]
     ax.barh(y, mean, xerr=half, capsize=3, color="tab:blue", alpha=0.8)

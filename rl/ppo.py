@@ -317,7 +317,8 @@ class Learner(NamedTuple):
 
 class Policy(NamedTuple):
     """The network of a config and the distribution maths around it, shared by training and
-    evaluation. ``act(params, hidden, obs, reset) -> (hidden, logits, log_std)`` runs the actor only."""
+    evaluation. ``act(params, hidden, obs, reset) -> (hidden, logits, log_std)`` runs the actor only;
+    ``probs(params, obs) -> [batch, actions]`` are a feed-forward discrete policy's action probabilities."""
 
     network: Any
     continuous: bool
@@ -326,6 +327,7 @@ class Policy(NamedTuple):
     sample: Callable[..., jax.Array]
     mode: Callable[..., jax.Array]
     log_prob_and_entropy: Callable[..., tuple[jax.Array, jax.Array]]
+    probs: Callable[[Any, jax.Array], jax.Array]
 
 
 def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
@@ -362,7 +364,10 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
         logits = masked_logits(logits, mask)
         return categorical_log_prob(logits, action), categorical_entropy(logits)
 
-    return Policy(network, continuous, envs.has_action_mask(env), act, sample, mode, log_prob_and_entropy)
+    def probs(params: Any, obs: jax.Array) -> jax.Array:
+        return jax.nn.softmax(act(params, None, obs, jnp.ones(obs.shape[:1], bool))[1])
+
+    return Policy(network, continuous, envs.has_action_mask(env), act, sample, mode, log_prob_and_entropy, probs)
 
 
 def no_legal_action(mask: jax.Array | None) -> jax.Array:
@@ -382,15 +387,12 @@ def make_learner(config: PPOConfig) -> Learner:
     self_play = envs.is_self_play(vec_env)
     relabeler = config.trajectory_reward
 
-    def action_probs(params: Any, obs: jax.Array) -> jax.Array:
-        return jax.nn.softmax(policy.act(params, None, obs, jnp.ones(obs.shape[:1], bool))[1])
-
     def env_params_for(state: TrainState, hp: PPOHParams) -> Any:
         """The run's env params, with the opponent of a self-play environment bound to them."""
         if not self_play:
             return hp.env_params
         obs = vec_env.opponent_observations(hp.env_params)
-        probs = mixed_action_probs(action_probs, state.params, state.opponents, config.latest_opponent_prob, obs)
+        probs = mixed_action_probs(policy.probs, state.params, state.opponents, config.latest_opponent_prob, obs)
         return vec_env.with_opponent(hp.env_params, jax.lax.stop_gradient(probs))
 
     def rollout_values(params: Any, traj: Transition) -> tuple[jax.Array, jax.Array]:

@@ -104,14 +104,20 @@ def final_values(records: Sequence[dict[str, Any]], name: str = "episode_return"
         return np.nansum(window, axis=0) / np.where(np.isnan(window), 0, 1).sum(axis=0)
 
 
-def plot_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, ylabel: str = "episode return") -> None:
-    """Learning curves, one per label: ``label -> (env_steps [U], values [U, runs])``, drawn as
-    the mean over runs with a shaded 95% confidence interval."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, ylabel: str = "episode return") -> None:
+    """Learning curves, one per label: ``label -> (env_steps [U], values [U, runs])``, drawn as
+    the mean over runs with a shaded 95% confidence interval."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (steps, values) in curves.items():
         mean, half = mean_ci95(values, axis=1)

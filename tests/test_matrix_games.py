@@ -222,7 +222,7 @@ def test_ppo_self_play_binds_the_policy_itself_as_opponent():
     hp = default_hparams(config, env_params=params.replace(payoffs=jnp.asarray(game)))
     state = learner.init(jax.random.PRNGKey(3), hp)
     policy = make_policy(config, env, params)
-    probs = jax.nn.softmax(policy.act(state.params, None, jnp.eye(2), jnp.ones(2, bool))[1])
+    probs = policy.probs(state.params, jnp.eye(2))
     state_after, metrics = learner.update(state, hp)
     row_seat = np.asarray(state.env_state.env_state.seat) == 0  # seats of the rollout's one step
     # episode_return averages both seats; the column seat earns 0, so rescale by the row share

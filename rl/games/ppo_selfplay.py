@@ -51,16 +51,13 @@ def ppo_self_play(payoffs: Any, iterations: int, keys: jax.Array, num_records: i
     span = np.maximum(payoffs.max(axis=(1, 2, 3)) - payoffs.min(axis=(1, 2, 3)), 1e-12)
     scaled = jnp.asarray(payoffs / span[:, None, None, None], jnp.float32)
 
-    def probs(params: Any) -> jax.Array:
-        return jax.nn.softmax(policy.act(params, None, seats, jnp.ones(2, bool))[1])  # [seat, action]
-
     def run(key: jax.Array, game: jax.Array) -> jax.Array:
         hp = default_hparams(config, env_params=env_params.replace(payoffs=game))
         state = learner.init(key, hp)
 
         def step(state: Any, _: None) -> tuple[Any, jax.Array]:
             state, _ = learner.update(state, hp)
-            return state, probs(state.params)
+            return state, policy.probs(state.params, seats)  # [seat, action]
 
         return jax.lax.scan(step, state, None, learner.num_updates)[1]  # [iterations, seat, action]
 
