@@ -84,21 +84,22 @@ class _Spec:
 def _drive(spec: _Spec, payoffs: jax.Array, init_x: jax.Array, init_y: jax.Array, keys: jax.Array, hparams: Any,
            iterations: int, num_records: int):
     records = record_iterations(iterations, num_records)
-    slots = jnp.asarray(np.searchsorted(records, np.arange(1, iterations + 1)), dtype=jnp.int32)
+    # updates between consecutive recorded iterations: the metrics are computed at records only
+    gaps = jnp.asarray(np.diff(records, prepend=0), dtype=jnp.int32)
 
     def one_game(pay, x0, y0, key):
-        def body(carry, slot):
-            state, key, buf_avg, buf_last = carry
+        def update(_, carry):
+            state, key = carry
             key, sub = jax.random.split(key)
-            state = spec.step(pay, state, sub, hparams, spec.options)
-            last_x, last_y, avg_x, avg_y = spec.policies(state)
-            buf_avg = buf_avg.at[slot].set(nash_conv(pay, avg_x, avg_y))
-            buf_last = buf_last.at[slot].set(nash_conv(pay, last_x, last_y))
-            return (state, key, buf_avg, buf_last), None
+            return spec.step(pay, state, sub, hparams, spec.options), key
 
-        buffers = jnp.zeros(len(records)), jnp.zeros(len(records))
-        (state, _, buf_avg, buf_last), _ = jax.lax.scan(body, (spec.init(x0, y0), key, *buffers), slots)
-        return (*spec.policies(state), buf_avg, buf_last)
+        def segment(carry, gap):
+            carry = jax.lax.fori_loop(0, gap, update, carry)
+            last_x, last_y, avg_x, avg_y = spec.policies(carry[0])
+            return carry, (nash_conv(pay, avg_x, avg_y), nash_conv(pay, last_x, last_y))
+
+        (state, _), (curve_avg, curve_last) = jax.lax.scan(segment, (spec.init(x0, y0), key), gaps)
+        return (*spec.policies(state), curve_avg, curve_last)
 
     return jax.vmap(one_game)(payoffs, init_x, init_y, keys)
 
