@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import sys
+import textwrap
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import jax
 import numpy as np
@@ -142,3 +146,30 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
     return str(value)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (tyro's help texts)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {
+        a.target.id: b.value.value.strip()
+        for a, b in zip(body, body[1:], strict=False)
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+    }
+
+
+def config_without(cls: type, drop: tuple[str, ...], defaults: dict[str, Any], name: str) -> type:
+    """A frozen copy of dataclass ``cls`` without the fields ``drop`` (an experiment sets them
+    itself) and with new ``defaults``, keeping the help texts; build ``cls(**asdict(value))``."""
+    import tyro
+
+    docs = field_docs(cls)
+    types = typing.get_type_hints(cls, include_extras=True)
+    fields = [
+        (f.name, Annotated[types[f.name], tyro.conf.arg(help=docs.get(f.name, ""))],
+         dataclasses.field(default=defaults.get(f.name, f.default)))
+        for f in dataclasses.fields(cls) if f.name not in drop
+    ]
+    derived = dataclasses.make_dataclass(name, fields, frozen=True)
+    derived.__doc__ = cls.__doc__
+    return derived

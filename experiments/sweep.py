@@ -10,12 +10,9 @@ with 95% CIs over seeds), sweep_ranking.png, sweep_curves.png, summary.json and 
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
-import inspect
 import itertools
-import textwrap
 import typing
 from typing import Annotated, Any
 
@@ -23,25 +20,15 @@ import jax
 import numpy as np
 import tyro
 
-from experiments.common import RunArgs, cli, format_table, seed_keys
+from experiments.common import RunArgs, cli, field_docs, format_table, seed_keys
 from rl import records, runner
 from rl.errors import ConfigError
 from rl.ppo import HPARAM_FIELDS, PPOConfig, check_hparam_values, default_hparams, make_learner
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {
-        a.target.id: b.value.value.strip()
-        for a, b in zip(body, body[1:], strict=False)
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
-    }
-
-
 def _grid_fields() -> list[tuple[str, Any, dataclasses.Field]]:
     """PPOConfig's fields, with every hyperparameter turned into a comma-separated string."""
-    docs = _field_docs(PPOConfig)
+    docs = field_docs(PPOConfig)
     types = typing.get_type_hints(PPOConfig, include_extras=True)
     fields = []
     for f in dataclasses.fields(PPOConfig):

@@ -38,6 +38,7 @@ from rl import envs
 from rl.errors import ConfigError
 from rl.gae import gae
 from rl.losses import OBJECTIVES, clipped_value_loss, normalize
+from rl.objectives import default_objective_params, load_objective, objective_kind
 from rl.opponents import OpponentPool, mixed_action_probs
 
 
@@ -82,7 +83,10 @@ class PPOConfig:
     normalize_advantages: bool = True
     """normalise advantages per minibatch"""
     objective: str = "clip"
-    """policy objective registered in rl.losses.OBJECTIVES"""
+    """policy objective registered in rl.losses.OBJECTIVES (clip, dpo, lpo, ta_lpo, ...)"""
+    objective_from: str | None = None
+    """directory of a discovered objective (an experiments.discover run): train with it instead of
+    --objective"""
     torso: str = "mlp"
     """observation encoder: mlp (flattened observations) or conv (3x3 convolutions over image
     observations, e.g. MinAtar)"""
@@ -116,6 +120,11 @@ class PPOConfig:
     """updates between two snapshots added to the opponent pool"""
     latest_opponent_prob: float = 0.5
     """probability that a game's opponent is the latest policy rather than a pool snapshot"""
+
+    @property
+    def policy_objective(self) -> str:
+        """The objective the learner uses: the kind stored in ``objective_from``, else ``objective``."""
+        return objective_kind(self.objective_from) if self.objective_from else self.objective
 
     @property
     def batch_size(self) -> int:
@@ -159,6 +168,11 @@ class PPOConfig:
             raise ConfigError("total_timesteps", f"must be at least num_envs * num_steps = {self.batch_size}")
         if self.objective not in OBJECTIVES:
             raise ConfigError("objective", f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+        if self.objective_from:
+            stored = self.policy_objective  # ConfigError if the directory holds no objective
+            if self.objective not in ("clip", stored):
+                raise ConfigError("objective", f"{self.objective_from} holds a {stored} objective; "
+                                  f"drop --objective {self.objective}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError("activation", f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -250,8 +264,13 @@ def default_hparams(config: PPOConfig, env_params: Any = None, objective_params:
     check_hparam_values(values)
     if env_params is None:
         env_params = envs.make(config.env)[1]
-    if objective_params is not None and config.objective == "clip":
+    objective = config.policy_objective
+    if objective_params is not None and objective == "clip":
         raise ConfigError("objective_params", "the clip objective reads clip_eps; set clip_eps instead")
+    if objective_params is None and config.objective_from:
+        objective_params = load_objective(config.objective_from)[1]
+    elif objective_params is None:
+        objective_params = default_objective_params(objective, values["clip_eps"])
     leaves = {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
     return PPOHParams(
         **leaves,
@@ -383,7 +402,8 @@ def make_learner(config: PPOConfig) -> Learner:
     )
     policy = make_policy(config, vec_env, default_env_params)
     network, masked = policy.network, policy.masked
-    objective = OBJECTIVES[config.objective]
+    objective_name = config.policy_objective
+    objective = OBJECTIVES[objective_name]
     self_play = envs.is_self_play(vec_env)
     relabeler = config.trajectory_reward
 
@@ -488,7 +508,7 @@ def make_learner(config: PPOConfig) -> Learner:
         ratio = jnp.exp(log_ratio)
         advantage = normalize(batch["advantage"]) if config.normalize_advantages else batch["advantage"]
         # The clip objective's epsilon is hp.clip_eps itself: one leaf for the whole of PPO.
-        objective_params = hp.clip_eps if config.objective == "clip" else hp.objective_params
+        objective_params = hp.clip_eps if objective_name == "clip" else hp.objective_params
         policy_loss = objective(ratio, advantage, progress, objective_params).mean()
         if config.clip_value_loss:
             value_loss = clipped_value_loss(out.value, batch["value"], batch["target"], hp.clip_eps)
