@@ -10,7 +10,10 @@ chunks, metrics.jsonl, checkpoints; its training-loop wall time, compile apart, 
 and, when their Python interpreters are given (or stable-baselines3 is importable here, the
 optional ``bench`` extra), rejax PPO and stable-baselines3 PPO through the scripts in
 ../shared/bench. Commands alternate (ours, CLI, peer, ours, ...) and medians are reported, with
-ratios ours / peer and compile times side by side.
+ratios ours / peer and compile times side by side. Also the throughput of an ES population of
+discovered-objective lifetimes (TA-LPO drift objective, the fitness function of
+experiments.discover: whole PPO lifetimes plus evaluation, vmapped and sharded), as inner training
+env steps per second summed over the population, beside single-run PPO.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from typing import Any
 
 import jax
 
+import numpy as np
+
 from experiments.common import cli, format_table, repeat_runs, seed_keys
+from meta import lpo
 from rl import envs, records, sharding
 from rl.ppo import PPOConfig, default_hparams, make_train
 
@@ -55,6 +61,8 @@ class Args:
     """folder of the peer benchmark scripts"""
     cli: bool = True
     """also time the CLI (python -m experiments.ppo with its default chunks, logs and checkpoints)"""
+    population: int = 32
+    """ES population size of the discovered-objective timing (0: skip it)"""
     out: str = "runs/bench_ppo"
     """where bench.json is written"""
 
@@ -96,6 +104,22 @@ def compile_ppo(env_id: str, total_timesteps: int, num_seeds: int):
     compiled = sharding.map_over_runs(make_train(config), mesh).lower(keys, hparams).compile()
     steps = config.num_updates * config.batch_size * num_seeds
     return compiled, (keys, hparams), time.perf_counter() - tick, steps, mesh.devices.size
+
+
+def compile_population(env_id: str, total_timesteps: int, population: int):
+    """The TA-LPO fitness of ``population`` members (random drift networks), each a whole PPO
+    lifetime of ``total_timesteps`` plus 8 evaluation episodes, vmapped and sharded as
+    ``meta.es.evolve`` does, compiled: (fn, inputs, seconds, training steps, devices used)."""
+    base = PPOConfig(env=env_id, total_timesteps=total_timesteps, **lpo.LPO_INNER_SETTINGS)
+    configs = lpo.inner_configs("ta_lpo", [env_id], [total_timesteps], base)
+    mesh = sharding.batch_mesh(population)
+    weights = jax.vmap(lambda k: lpo.drift_weights(k, temporal=True, scale=0.04))(
+        jax.random.split(jax.random.PRNGKey(0), population))
+    inputs = sharding.shard_runs((jax.tree.map(np.asarray, weights), seed_keys(0, population)), mesh)
+    tick = time.perf_counter()
+    compiled = sharding.map_over_runs(lpo.make_fitness(configs, 8), mesh).lower(*inputs).compile()
+    steps = configs[0].num_updates * configs[0].batch_size * population
+    return compiled, inputs, time.perf_counter() - tick, steps, mesh.devices.size
 
 
 def run_peer(python: str, script: Path, *args: int) -> dict[str, float] | None:
@@ -165,6 +189,22 @@ def main(args: Args) -> dict[str, Any]:
             rows[-1]["cli_wall_seconds"] = statistics.median(r["wall_seconds"] for r in cli_runs)
         del compiled
 
+    if args.population:
+        population_timing = compile_population(args.env, args.total_timesteps, args.population)
+        single_timing = compile_ppo(args.env, args.total_timesteps, 1)
+        pop_sps, one_sps = [], []
+        for _ in range(args.repeats):  # alternate the population and the single run
+            for timing, store in ((population_timing, pop_sps), (single_timing, one_sps)):
+                compiled, inputs, _, steps, _ = timing
+                tick = time.perf_counter()
+                jax.block_until_ready(compiled(*inputs))
+                store.append(steps / (time.perf_counter() - tick))
+        rows.append({"what": "PPO train, 1 seed, timed beside the population",
+                     "env_steps_per_second": statistics.median(one_sps), "compile_seconds": single_timing[2]})
+        rows.append({"what": f"ES population: {args.population} TA-LPO lifetimes on {population_timing[4]} device(s)",
+                     "env_steps_per_second": statistics.median(pop_sps), "compile_seconds": population_timing[2],
+                     "ratio_vs_single_run": statistics.median(pop_sps) / statistics.median(one_sps)})
+
     sb3 = [s["env_steps_per_second"] for s in sb3 if s]
     if sb3:
         sb3_sps = statistics.median(sb3)
@@ -177,7 +217,7 @@ def main(args: Args) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "bench.json", result)
     columns = ["what", "env_steps_per_second", "compile_seconds", "rejax_steps_per_second", "rejax_compile_seconds",
-               "ratio_vs_rejax", "ratio_vs_sb3", "cli_wall_seconds"]
+               "ratio_vs_rejax", "ratio_vs_sb3", "cli_wall_seconds", "ratio_vs_single_run"]
     print(f"device: {result['device']}")
     print(format_table(rows, columns))
     return result

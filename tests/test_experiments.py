@@ -11,8 +11,8 @@ from experiments.common import RunArgs
 from rl.ppo import HPARAM_FIELDS, PPOConfig
 
 
-@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo",
-                                    "experiments.minatar", "experiments.matrix_games", "experiments.spo",
+@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
+                                    "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
                                     "experiments.plot_runs"])
 def test_help_lists_every_field_with_its_default(module):
     result = run_cli(module, "--help")
@@ -49,10 +49,11 @@ def test_sweep_rejects_a_bad_list():
 
 def test_bench_runs_small(tmp_path):
     result = bench_ppo.main(bench_ppo.Args(total_timesteps=2048, seeds=(1, 2), repeats=1, env_only_steps=4096,
-                                           out=str(tmp_path)))
+                                           population=2, out=str(tmp_path)))
     whats = [row["what"] for row in result["rows"]]
     assert "PPO train, 2 seed(s) on 2 device(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
     assert "CLI experiments.ppo, 1 seed(s)" in whats
+    assert result["rows"][-1]["what"].startswith("ES population: 2 TA-LPO lifetimes") and result["rows"][-1]["ratio_vs_single_run"] > 0
     assert (tmp_path / "bench.json").exists()
 
 
