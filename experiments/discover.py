@@ -45,6 +45,13 @@ class Args:
     es: ESConfig = ESConfig(generations=300)
     eval_episodes: int = 8
     """episodes played by each member's final policy for its fitness"""
+    meta_gradient_window: int = 0
+    """lpg/ta_lpg: > 0 trains the LPG network by truncated meta-gradients through windows of this many
+    agent updates instead of ES (the myopic baseline), for as many agent updates as the ES run"""
+    meta_gradient_lifetimes: int = 32
+    """lpg/ta_lpg meta-gradient baseline: lifetimes run in parallel"""
+    meta_gradient_lr: float = 1e-3
+    """lpg/ta_lpg meta-gradient baseline: Adam learning rate of the LPG network"""
     ppo_init: bool = True
     """lpo/ta_lpo: add PPO's clip drift inside the learned drift (the zero network is PPO)"""
     out: str | None = None
@@ -75,6 +82,11 @@ class Args:
             raise ConfigError("inner_timesteps", f"must be positive step counts, got {self.inner_timesteps}")
         if self.resume and self.out is None:
             raise ConfigError("resume", "needs --out naming the run to continue")
+        if self.meta_gradient_window < 0 or (self.meta_gradient_window and self.objective not in ("lpg", "ta_lpg")):
+            raise ConfigError("meta_gradient_window", f"must be 0, or > 0 with --objective lpg/ta_lpg; got "
+                              f"{self.meta_gradient_window} with {self.objective}")
+        if self.meta_gradient_lifetimes < 1 or not self.meta_gradient_lr > 0:
+            raise ConfigError("meta_gradient_lifetimes", "lifetimes must be >= 1 and the learning rate > 0")
         if self.coordinator is not None and self.out is None:
             raise ConfigError("out", "multi-host runs need an explicit --out shared by all hosts")
 
@@ -114,15 +126,25 @@ def main(args: Args) -> dict[str, Any]:
             records.write_jsonl(metrics_path, [{**r, "env_steps": (r["generation"] + 1) * members * steps_per_member}
                                                for r in history])
 
-    result = evolve(args.es, solution, fitness, tasks, out, args.seed, args.resume, args.progress,
-                    args.checkpoint_seconds, on_generation=log)
+    if args.meta_gradient_window:
+        from experiments import discover_lpg
+
+        result, save = discover_lpg.metagradient_run(args, out, tasks)
+    else:
+        result = evolve(args.es, solution, fitness, tasks, out, args.seed, args.resume, args.progress,
+                        args.checkpoint_seconds, on_generation=log)
     summary = summarize(args, result, tasks, steps_per_member, out)
     path = save(out, result.mean, {"tasks": tasks, "generations": args.es.generations, "seed": args.seed})
     summary["objective_path"] = str(path)
     summary["objective_dir"] = str(out.absolute())
     if jax.process_index() == 0:
         records.write_json(out / "summary.json", summary)
-        plot_fitness(out / "fitness.png", result.history, f"{args.objective} discovery on {', '.join(tasks)}")
+        method = f"truncated meta-gradients (window {args.meta_gradient_window})" if args.meta_gradient_window else "ES"
+        plot_fitness(out / "fitness.png", result.history, f"{args.objective} by {method} on {', '.join(tasks)}")
+        if args.objective in ("lpg", "ta_lpg"):
+            from experiments import discover_lpg
+
+            discover_lpg.plot_targets(out / "lpg_targets.png", str(out))
     rows = [r for r in result.history if r["generation"] % max(1, len(result.history) // 10) == 0 or r is result.history[-1]]
     print(format_table(rows, ["generation", "mean", "best", "es_mean", "seconds"]))
     print(f"fitness (population mean, first/last 10% of generations): {summary['fitness_first_tenth']:.1f} -> "

@@ -15,6 +15,7 @@ over (r, A) at several n/N).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from meta.lpo import LPO_INNER_SETTINGS
 from rl import records, runner
 from rl.errors import ConfigError
 from rl.losses import OBJECTIVES
-from rl.objectives import DriftParams, lpo_drift, objective_kind, ta_lpo_drift
+from rl.objectives import OBJECTIVE_FILE, DriftParams, lpo_drift, objective_kind, ta_lpo_drift
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
 # PPO settings of both arms: the objective is --objective's, and the defaults are LPO's inner settings.
@@ -91,6 +92,8 @@ def main(args: Args) -> dict[str, Any]:
     args.run.validate()
     args.run.start_distributed()
     horizons = parse_horizons(args.horizons)
+    if Path(args.objective).is_dir() and stored_kind(args.objective) in ("lpg", "ta_lpg"):
+        return evaluate_lpg_objective(args, horizons)
     with_objective = objective_config(args)
     configs = {h: (dataclasses.replace(with_objective, total_timesteps=h),
                    PPOConfig(**{**dataclasses.asdict(args.ppo), "total_timesteps": h}))
@@ -127,6 +130,36 @@ def main(args: Args) -> dict[str, Any]:
     return summary
 
 
+def stored_kind(directory: str) -> str | None:
+    """The kind written in a directory's objective.json (None if unreadable)."""
+    try:
+        return json.loads((Path(directory) / OBJECTIVE_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def evaluate_lpg_objective(args: Args, horizons: list[int]) -> dict[str, Any]:
+    """An LPG / TA-LPG network: horizons are lifetimes in agent updates, on held-out random grid
+    worlds (one per seed), beside PPO with the same env steps on the same worlds."""
+    from experiments import discover_lpg
+
+    out = args.run.out_dir("evaluate_objective")
+    runner.prepare_run_dir(out, {"objective": args.objective, "horizons": horizons, "env": "GridWorld-lpg",
+                                 "num_seeds": args.run.num_seeds, "seed": args.run.seed}, args.run.resume)
+    table = discover_lpg.evaluate_lpg(args.objective, horizons, args.run.num_seeds, args.run.seed, out)
+    label = Path(args.objective).name
+    summary = {"env": "GridWorld-lpg (held-out random worlds)", "objective": args.objective, "kind": table[0]["kind"],
+               "num_seeds": args.run.num_seeds, "horizon_unit": "agent updates", "table": table}
+    if jax.process_index() == 0:
+        records.write_json(out / "summary.json", summary)
+        plot_by_horizon(out / "returns_by_horizon.png", table, label, "held-out grid worlds")
+        discover_lpg.plot_targets(out / "lpg_targets.png", args.objective)
+    print(format_table([{"lifetime (updates)": r["horizon"], label: _fmt(r["objective"]), "PPO": _fmt(r["ppo"])}
+                        for r in table], ["lifetime (updates)", label, "PPO"]))
+    print(f"final-policy return on held-out worlds, mean ± 95% CI over {args.run.num_seeds} worlds; run directory: {out}")
+    return summary
+
+
 def _fmt(entry: dict[str, Any]) -> str:
     return "-" if entry["mean"] is None else f"{entry['mean']:.1f} ± {entry['ci95']:.1f}"
 
@@ -141,7 +174,7 @@ def plot_by_horizon(path: Path, table: list[dict[str, Any]], label: str, env: st
         cis = np.array([0.0 if r[key]["ci95"] is None else r[key]["ci95"] for r in table])
         ax.errorbar(horizons, means, yerr=cis, marker="o", capsize=4, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("training horizon (env steps)")
+    ax.set_xlabel("training horizon")
     ax.set_ylabel("final return")
     ax.set_title(f"{env}: discovered objective vs PPO", fontsize=10)
     ax.grid(alpha=0.3)

@@ -212,3 +212,26 @@ def test_objective_of_another_kind_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds a lpo objective; drop --objective dpo"):
         save_objective(tmp_path, "lpo", default_objective_params("lpo"))
         PPOConfig(objective="dpo", objective_from=str(tmp_path)).validate()
+
+
+def test_lpg_discovery_metagradient_baseline_and_held_out_evaluation(tmp_path):
+    """Smoke runs of the LPG paths: ES, the truncated meta-gradient baseline, and the evaluation on
+    held-out worlds beside PPO; an LPG directory is refused where a drift objective is needed."""
+    common = ["--population", "2", "--generations", "1", "--eval-episodes", "2", "--no-progress"]
+    es = run_cli("experiments.discover", "--objective", "lpg", *common, "--out", str(tmp_path / "es"))
+    assert es.returncode == 0, es.stderr[-3000:]
+    grad = run_cli("experiments.discover", "--objective", "ta_lpg", *common, "--meta-gradient-window", "2",
+                   "--meta-gradient-lifetimes", "2", "--out", str(tmp_path / "grad"))
+    assert grad.returncode == 0, grad.stderr[-3000:]
+    for name in ("es", "grad"):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert len(summary["fitness_history"]) == 1 and (tmp_path / name / "lpg_targets.png").exists()
+    evaluated = run_cli("experiments.evaluate_objective", "--objective", str(tmp_path / "grad"), "--horizons", "3",
+                        "--num-seeds", "2", "--no-progress", "--out", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    row = json.loads((tmp_path / "eval" / "summary.json").read_text())["table"][0]
+    assert row["horizon"] == 3 and row["kind"] == "ta_lpg" and len(row["objective"]["per_seed"]) == 2
+    refused = run_cli("experiments.ppo", "--objective-from", str(tmp_path / "es"), "--out", str(tmp_path / "never"))
+    assert refused.returncode == 2 and "holds a 'lpg' objective" in refused.stderr
+    wrong = run_cli("experiments.discover", "--objective", "lpo", "--meta-gradient-window", "3", "--out", "/tmp/never")
+    assert wrong.returncode == 2 and "meta_gradient_window" in wrong.stderr
