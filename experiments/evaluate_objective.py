@@ -111,6 +111,9 @@ def main(args: Args) -> dict[str, Any]:
         ppo = train_runs(args, ppo_cfg, out / f"h{horizon}" / "ppo")
         table.append({"horizon": horizon, "objective": ci_entry(found["final_return_per_seed"]),
                       "ppo": ci_entry(ppo["final_return_per_seed"]),
+                      # the final policy's greedy return (what discovery maximises), with --eval-episodes > 0
+                      "objective_eval": ci_entry(found.get("eval_return_per_seed", [])),
+                      "ppo_eval": ci_entry(ppo.get("eval_return_per_seed", [])),
                       "seconds": found["train_seconds"] + ppo["train_seconds"]})
         if jax.process_index() == 0:
             records.plot_curves(out / f"h{horizon}" / "curves.png",
@@ -124,9 +127,11 @@ def main(args: Args) -> dict[str, Any]:
         if with_objective.objective_from:
             plot_drift(out / "drift.png", with_objective)
     print(format_table(
-        [{"horizon": r["horizon"], label: _fmt(r["objective"]), "PPO": _fmt(r["ppo"]), "seconds": r["seconds"]}
-         for r in table], ["horizon", label, "PPO", "seconds"]))
-    print(f"final return, mean ± 95% CI over {args.run.num_seeds} seeds; run directory: {out}")
+        [{"horizon": r["horizon"], label: _fmt(r["objective"]), "PPO": _fmt(r["ppo"]), f"{label} eval": _fmt(r["objective_eval"]),
+          "PPO eval": _fmt(r["ppo_eval"]), "seconds": r["seconds"]} for r in table],
+        ["horizon", label, "PPO", f"{label} eval", "PPO eval", "seconds"]))
+    print(f"final return (training episodes, last 5% of updates) and eval return (greedy final policy), mean ± 95% CI "
+          f"over {args.run.num_seeds} seeds; run directory: {out}")
     return summary
 
 
