@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-
 import numpy as np
 
 from experiments.common import cli, format_table, repeat_runs, seed_keys
