@@ -129,7 +129,7 @@ def main(args: Args) -> dict[str, Any]:
     if args.meta_gradient_window:
         from experiments import discover_lpg
 
-        result, save = discover_lpg.metagradient_run(args, out, tasks)
+        result, save = discover_lpg.metagradient_run(args, tasks, log)
     else:
         result = evolve(args.es, solution, fitness, tasks, out, args.seed, args.resume, args.progress,
                         args.checkpoint_seconds, on_generation=log)

@@ -12,7 +12,6 @@ ES run, and is scored on the same worlds. Held-out evaluation draws new worlds.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from meta import lpg
 from meta.es import EvolutionResult
 from rl import records
-from rl.objectives import OBJECTIVE_FILE
+from rl.objectives import read_info, restore_params, save_params
 from rl.ppo import PPOConfig, default_hparams, evaluate, make_train
 
 LPG_KINDS = ("lpg", "ta_lpg")
@@ -59,26 +57,16 @@ def tasks_fitness(config: lpg.LPGConfig, tasks: lpg.Task):
 
 
 def save_lpg(out: Path, kind: str, params: Any, config: lpg.LPGConfig, info: dict[str, Any]) -> Path:
-    """The LPG network's params (orbax) and ``objective.json`` with its kind and settings."""
-    out = Path(out).absolute()
-    path = out / "objective"
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, jax.tree.map(np.asarray, params), force=True)
-    if jax.process_index() == 0:
-        (out / OBJECTIVE_FILE).write_text(json.dumps({"kind": kind, "lpg_config": dataclasses.asdict(config), **info},
-                                                     indent=2, default=str))
-    return path
+    """The LPG network's params and settings, stored as every discovered objective is."""
+    return save_params(out, kind, params, {"lpg_config": dataclasses.asdict(config), **info})
 
 
 def load_lpg(directory: str | Path) -> tuple[str, lpg.LPGConfig, Any]:
     """``(kind, config, params)`` of an LPG network saved by ``save_lpg``."""
-    meta = json.loads((Path(directory) / OBJECTIVE_FILE).read_text())
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["lpg_config"].items()}
+    info = read_info(directory)
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in info["lpg_config"].items()}
     config = lpg.LPGConfig(**settings)
-    template = lpg.init_lpg_params(jax.random.PRNGKey(0), config)
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(Path(directory).absolute() / "objective", jax.tree.map(np.asarray, template))
-    return meta["kind"], config, params
+    return info["kind"], config, restore_params(directory, lpg.init_lpg_params(jax.random.PRNGKey(0), config))
 
 
 def lpg_problem(args: Any) -> tuple[Any, Any, list[str], int, Any]:
@@ -95,10 +83,10 @@ def lpg_problem(args: Any) -> tuple[Any, Any, list[str], int, Any]:
     return start, tasks_fitness(config, tasks), names, steps, save
 
 
-def metagradient_run(args: Any, out: Path, tasks_names: list[str]) -> tuple[EvolutionResult, Any]:
+def metagradient_run(args: Any, tasks_names: list[str], on_generation: Any) -> tuple[EvolutionResult, Any]:
     """The truncated meta-gradient baseline, for as many agent updates as the ES run would do; every
     'generation' of it is scored on the ES's meta-training worlds. Returns the history (as the ES
-    does) and the save function."""
+    does, calling ``on_generation(history)`` after each) and the save function."""
     config = lpg_config(args.objective, args.eval_episodes)
     tasks = training_tasks(config, args.seed)
     window, lifetimes = args.meta_gradient_window, args.meta_gradient_lifetimes
@@ -125,8 +113,7 @@ def metagradient_run(args: Any, out: Path, tasks_names: list[str]) -> tuple[Evol
                         "es_mean": float(scores.mean()), "meta_loss": float(np.asarray(metrics["meta_loss"]).mean()),
                         "per_task": {n: {"mean": float(s)} for n, s in zip(tasks_names, scores, strict=True)},
                         "seconds": time.time() - began, "meta_gradient_steps": (generation + 1) * steps_per_generation})
-        records.write_jsonl(out / "metrics.jsonl", [{**r, "env_steps": (r["generation"] + 1) * es_updates
-                                                     * config.num_envs * config.num_steps} for r in history])
+        on_generation(history)
         bar.update(1)
         bar.set_postfix(fitness=f"{scores.mean():.2f}")
     bar.close()

@@ -15,7 +15,6 @@ over (r, A) at several n/N).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from meta.lpo import LPO_INNER_SETTINGS
 from rl import records, runner
 from rl.errors import ConfigError
 from rl.losses import OBJECTIVES
-from rl.objectives import OBJECTIVE_FILE, DriftParams, lpo_drift, objective_kind, ta_lpo_drift
+from rl.objectives import DriftParams, lpo_drift, objective_kind, read_info, ta_lpo_drift
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
 # PPO settings of both arms: the objective is --objective's, and the defaults are LPO's inner settings.
@@ -92,7 +91,7 @@ def main(args: Args) -> dict[str, Any]:
     args.run.validate()
     args.run.start_distributed()
     horizons = parse_horizons(args.horizons)
-    if Path(args.objective).is_dir() and stored_kind(args.objective) in ("lpg", "ta_lpg"):
+    if Path(args.objective).is_dir() and read_info(args.objective)["kind"] in ("lpg", "ta_lpg"):
         return evaluate_lpg_objective(args, horizons)
     with_objective = objective_config(args)
     configs = {h: (dataclasses.replace(with_objective, total_timesteps=h),
@@ -133,14 +132,6 @@ def main(args: Args) -> dict[str, Any]:
     print(f"final return (training episodes, last 5% of updates) and eval return (greedy final policy), mean ± 95% CI "
           f"over {args.run.num_seeds} seeds; run directory: {out}")
     return summary
-
-
-def stored_kind(directory: str) -> str | None:
-    """The kind written in a directory's objective.json (None if unreadable)."""
-    try:
-        return json.loads((Path(directory) / OBJECTIVE_FILE).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def evaluate_lpg_objective(args: Args, horizons: list[int]) -> dict[str, Any]:

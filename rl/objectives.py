@@ -138,42 +138,58 @@ def default_objective_params(objective: str, clip_eps: float = 0.2) -> Any:
     return None
 
 
-def save_objective(directory: str | Path, kind: str, params: DriftParams, info: dict[str, Any] | None = None) -> Path:
-    """Store a learned objective: ``objective.json`` (its kind and ``info``) and an orbax copy of its
-    params under ``DIR/objective``. Returns the params' path. Every process of a multi-host run calls it."""
-    if kind not in LEARNED_OBJECTIVES:
-        raise ConfigError("objective", f"only learned objectives are stored; {kind!r} is not one of {LEARNED_OBJECTIVES}")
+def save_params(directory: str | Path, kind: str, params: Any, info: dict[str, Any] | None = None) -> Path:
+    """Store any discovered objective's ``params`` (orbax, under ``DIR/objective``) with
+    ``objective.json`` (its ``kind`` and ``info``). Every process of a multi-host run calls it."""
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "objective"
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path, jax.tree.map(np.asarray, params), force=True)
     if jax.process_index() == 0:
-        (directory / OBJECTIVE_FILE).write_text(json.dumps({"kind": kind, **(info or {})}, indent=2))
+        (directory / OBJECTIVE_FILE).write_text(json.dumps({"kind": kind, **(info or {})}, indent=2, default=str))
     return path
 
 
-def objective_kind(directory: str | Path) -> str:
-    """The kind (``lpo`` or ``ta_lpo``) of the objective stored in ``directory``; ``ConfigError``
-    (field ``objective_from``) if it holds none."""
+def read_info(directory: str | Path) -> dict[str, Any]:
+    """The ``objective.json`` of ``directory``; ``ConfigError`` (field ``objective_from``) if none."""
     file = Path(directory) / OBJECTIVE_FILE
     try:
-        kind = json.loads(file.read_text())["kind"]
+        info = json.loads(file.read_text())
+        info["kind"]  # noqa: B018  (must be present)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError("objective_from", f"{directory} holds no discovered objective ({file} unreadable: {error})") from error
+    return info
+
+
+def restore_params(directory: str | Path, template: Any) -> Any:
+    """The params stored by ``save_params``, shaped like ``template``."""
+    path = Path(directory).absolute() / "objective"
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(path, jax.tree.map(np.asarray, template))
+    except Exception as error:  # orbax raises many types for unreadable data
+        raise ConfigError("objective_from", f"cannot read the params in {path}: {type(error).__name__}") from error
+
+
+def save_objective(directory: str | Path, kind: str, params: DriftParams, info: dict[str, Any] | None = None) -> Path:
+    """Store a learned drift objective (``save_params`` for LPO / TA-LPO)."""
+    if kind not in LEARNED_OBJECTIVES:
+        raise ConfigError("objective", f"only learned objectives are stored; {kind!r} is not one of {LEARNED_OBJECTIVES}")
+    return save_params(directory, kind, params, info)
+
+
+def objective_kind(directory: str | Path) -> str:
+    """The kind (``lpo`` or ``ta_lpo``) of the drift objective stored in ``directory``;
+    ``ConfigError`` (field ``objective_from``) if it holds none or one of another kind."""
+    kind = read_info(directory)["kind"]
     if kind not in LEARNED_OBJECTIVES:
         raise ConfigError("objective_from", f"{directory} holds a {kind!r} objective, not one of {LEARNED_OBJECTIVES}")
     return kind
 
 
 def load_objective(directory: str | Path) -> tuple[str, DriftParams]:
-    """``(kind, params)`` of the objective stored in ``directory`` by ``save_objective``."""
+    """``(kind, params)`` of the drift objective stored in ``directory`` by ``save_objective``."""
     kind = objective_kind(directory)
-    template = default_objective_params(kind)
-    path = Path(directory).absolute() / "objective"
-    try:
-        with ocp.StandardCheckpointer() as checkpointer:
-            params = checkpointer.restore(path, jax.tree.map(np.asarray, template))
-    except Exception as error:  # orbax raises many types for unreadable data
-        raise ConfigError("objective_from", f"cannot read the {kind} params in {path}: {type(error).__name__}") from error
+    params = restore_params(directory, default_objective_params(kind))
     return kind, jax.tree.map(jnp.asarray, params)
