@@ -52,6 +52,12 @@ class Args:
     """lpg/ta_lpg meta-gradient baseline: lifetimes run in parallel"""
     meta_gradient_lr: float = 1e-3
     """lpg/ta_lpg meta-gradient baseline: Adam learning rate of the LPG network"""
+    lpg_gru_size: int = 32
+    """lpg/ta_lpg: units of the reverse GRU (256 in the LPG paper)"""
+    lpg_max_updates: int = 50
+    """lpg/ta_lpg: longest meta-training lifetime in agent updates, drawn log-uniformly from 10 (250 in the spec)"""
+    lpg_worlds: int = 4
+    """lpg/ta_lpg: random grid worlds (each with its lifetime) meta-trained on, drawn from --seed"""
     ppo_init: bool = True
     """lpo/ta_lpo: add PPO's clip drift inside the learned drift (the zero network is PPO)"""
     out: str | None = None
@@ -85,6 +91,11 @@ class Args:
         if self.meta_gradient_window < 0 or (self.meta_gradient_window and self.objective not in ("lpg", "ta_lpg")):
             raise ConfigError("meta_gradient_window", f"must be 0, or > 0 with --objective lpg/ta_lpg; got "
                               f"{self.meta_gradient_window} with {self.objective}")
+        for name in ("lpg_gru_size", "lpg_max_updates", "lpg_worlds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.lpg_max_updates < 10:
+            raise ConfigError("lpg_max_updates", f"lifetimes are drawn from [10, max]: must be >= 10, got {self.lpg_max_updates}")
         if self.meta_gradient_lifetimes < 1 or not self.meta_gradient_lr > 0:
             raise ConfigError("meta_gradient_lifetimes", "lifetimes must be >= 1 and the learning rate > 0")
         if self.coordinator is not None and self.out is None:

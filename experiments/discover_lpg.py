@@ -33,9 +33,11 @@ META_TRAINING_WORLDS = 4
 HELD_OUT_OFFSET = 10_000  # held-out worlds come from seed + this offset
 
 
-def lpg_config(objective: str, eval_episodes: int) -> lpg.LPGConfig:
-    """The CPU-scale LPG settings (``meta.lpg.LPGConfig`` defaults), TA-LPG for ``ta_lpg``."""
-    config = lpg.LPGConfig(temporal=objective == "ta_lpg", eval_episodes=eval_episodes)
+def lpg_config(args: Any) -> lpg.LPGConfig:
+    """The LPG settings of a discovery run: ``meta.lpg.LPGConfig`` defaults (CPU scale) with the
+    run's GRU size, longest lifetime and evaluation episodes; TA-LPG for ``ta_lpg``."""
+    config = lpg.LPGConfig(temporal=args.objective == "ta_lpg", eval_episodes=args.eval_episodes,
+                           gru_size=args.lpg_gru_size, max_updates=args.lpg_max_updates)
     config.validate()
     return config
 
@@ -71,8 +73,8 @@ def load_lpg(directory: str | Path) -> tuple[str, lpg.LPGConfig, Any]:
 
 def lpg_problem(args: Any) -> tuple[Any, Any, list[str], int, Any]:
     """(starting LPG params, fitness, world names, agent env steps per member, save) for the ES."""
-    config = lpg_config(args.objective, args.eval_episodes)
-    tasks = training_tasks(config, args.seed)
+    config = lpg_config(args)
+    tasks = training_tasks(config, args.seed, args.lpg_worlds)
     names = [f"world{i}-N{int(n)}" for i, n in enumerate(tasks.num_updates)]
     steps = int(np.sum(tasks.num_updates)) * config.num_envs * config.num_steps
 
@@ -87,8 +89,8 @@ def metagradient_run(args: Any, tasks_names: list[str], on_generation: Any) -> t
     """The truncated meta-gradient baseline, for as many agent updates as the ES run would do; every
     'generation' of it is scored on the ES's meta-training worlds. Returns the history (as the ES
     does, calling ``on_generation(history)`` after each) and the save function."""
-    config = lpg_config(args.objective, args.eval_episodes)
-    tasks = training_tasks(config, args.seed)
+    config = lpg_config(args)
+    tasks = training_tasks(config, args.seed, args.lpg_worlds)
     window, lifetimes = args.meta_gradient_window, args.meta_gradient_lifetimes
     es_updates = (args.es.population + 1) * int(np.sum(tasks.num_updates))
     steps_per_generation = max(1, math.ceil(es_updates / (lifetimes * window)))

@@ -195,6 +195,7 @@ def test_discover_on_two_processes_matches_one_and_trains_anywhere(tmp_path):
     (["experiments.discover", "--objective", "nope"], "objective: unknown objective 'nope'"),
     (["experiments.discover", "--strategy", "Nope"], "strategy: unknown evosax strategy 'Nope'"),
     (["experiments.discover", "--population", "5"], "population: antithetic sampling pairs members: must be even"),
+    (["experiments.discover", "--objective", "lpg", "--lpg-max-updates", "5"], "lpg_max_updates: lifetimes are drawn"),
     (["experiments.evaluate_objective", "--objective", str(ROOT / "tests")], "holds no discovered objective"),
 ])
 def test_bad_input_gives_one_line(args, message):
@@ -218,8 +219,12 @@ def test_lpg_discovery_metagradient_baseline_and_held_out_evaluation(tmp_path):
     """Smoke runs of the LPG paths: ES, the truncated meta-gradient baseline, and the evaluation on
     held-out worlds beside PPO; an LPG directory is refused where a drift objective is needed."""
     common = ["--population", "2", "--generations", "1", "--eval-episodes", "2", "--no-progress"]
-    es = run_cli("experiments.discover", "--objective", "lpg", *common, "--out", str(tmp_path / "es"))
+    es = run_cli("experiments.discover", "--objective", "lpg", *common, "--lpg-gru-size", "8", "--lpg-max-updates", "12",
+                 "--lpg-worlds", "3", "--out", str(tmp_path / "es"))
     assert es.returncode == 0, es.stderr[-3000:]
+    settings = json.loads((tmp_path / "es" / "objective.json").read_text())["lpg_config"]
+    assert (settings["gru_size"], settings["max_updates"]) == (8, 12)
+    assert len(json.loads((tmp_path / "es" / "summary.json").read_text())["tasks"]) == 3
     grad = run_cli("experiments.discover", "--objective", "ta_lpg", *common, "--meta-gradient-window", "2",
                    "--meta-gradient-lifetimes", "2", "--out", str(tmp_path / "grad"))
     assert grad.returncode == 0, grad.stderr[-3000:]
