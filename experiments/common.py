@@ -94,12 +94,15 @@ class RunArgs:
         """The run directory, defaulting to runs/<experiment>/<time>."""
         return Path(self.out or f"runs/{experiment}/{time.strftime('%Y%m%d-%H%M%S')}")
 
-    def run(self, learner: Any, keys: np.ndarray, hparams: Any, out: Path, config: dict[str, Any]) -> runner.RunResult:
-        """``rl.runner.run`` with these options."""
+    def run(
+        self, learner: Any, keys: np.ndarray, hparams: Any, out: Path, config: dict[str, Any], snapshot_every: int = 0
+    ) -> runner.RunResult:
+        """``rl.runner.run`` with these options (``snapshot_every``: see there)."""
         return runner.run(
             learner, keys, hparams, out, config, chunk_updates=self.chunk_updates, resume=self.resume,
             progress=self.progress, tolerate_failures=self.tolerate_failures, eval_episodes=self.eval_episodes,
             eval_greedy=self.eval_greedy, checkpoint_seconds=self.checkpoint_seconds, loggers=self.loggers,
+            snapshot_every=snapshot_every,
         )
 
 

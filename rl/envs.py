@@ -28,6 +28,8 @@ from rl.errors import ConfigError
 
 EnvFactory = Callable[..., Any]
 _PROJECT_ENVS: dict[str, EnvFactory] = {}
+# prefix -> (check(name) raising ConfigError for names the family lacks, factory(name, **kwargs) -> env)
+_FAMILIES: dict[str, tuple[Callable[[str], None], EnvFactory]] = {}
 
 
 def register(env_id: str, factory: EnvFactory) -> None:
@@ -37,21 +39,50 @@ def register(env_id: str, factory: EnvFactory) -> None:
     _PROJECT_ENVS[env_id] = factory
 
 
+def register_family(prefix: str, check: Callable[[str], None], factory: EnvFactory) -> None:
+    """Register a family of ids ``prefix + name`` (``pgx/connect_four``): ``check(name)`` raises
+    ``ConfigError`` for a name the family does not have, ``factory(name, **kwargs)`` builds the env."""
+    if prefix in _FAMILIES:
+        raise ValueError(f"environment family {prefix!r} is already registered")
+    _FAMILIES[prefix] = (check, factory)
+
+
+def _family(env_id: str) -> tuple[str, tuple[Callable[[str], None], EnvFactory]] | None:
+    for prefix, family in _FAMILIES.items():
+        if env_id.startswith(prefix):
+            return env_id[len(prefix):], family
+    return None
+
+
 def registered_ids() -> list[str]:
-    """All ids ``make`` accepts: gymnax's and the project's."""
+    """All ids ``make`` accepts: gymnax's and the project's (a family as ``prefix<name>``)."""
     _load_project_envs()
-    return sorted(set(gymnax.registered_envs) | set(_PROJECT_ENVS))
+    return sorted(set(gymnax.registered_envs) | set(_PROJECT_ENVS) | {f"{prefix}<name>" for prefix in _FAMILIES})
 
 
 def check_env_id(env_id: str) -> None:
     """Raise ``ConfigError`` (field ``env``) naming the known ids if ``env_id`` is unknown."""
-    if env_id not in registered_ids():
+    ids = registered_ids()
+    family = _family(env_id)
+    if family is not None:
+        name, (check, _) = family
+        try:
+            check(name)
+        except ConfigError as error:
+            raise ConfigError("env", f"{env_id!r}: {error.message}") from None
+        return
+    if env_id not in ids:
         raise ConfigError("env", f"unknown environment id {env_id!r}; known ids: {', '.join(registered_ids())}")
 
 
 def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     """Build environment ``env_id`` and its default params."""
     check_env_id(env_id)
+    family = _family(env_id)
+    if family is not None:
+        name, (_, factory) = family
+        env = factory(name, **kwargs)
+        return env, env.default_params
     if env_id in _PROJECT_ENVS:
         env = _PROJECT_ENVS[env_id](**kwargs)
         return env, env.default_params
@@ -62,6 +93,7 @@ def _load_project_envs() -> None:
     # Project environments register themselves on import; importing here keeps ``make`` complete.
     import rl.gridworld  # noqa: F401
     import rl.probe_envs  # noqa: F401
+    import rl.selfplay.games  # noqa: F401
 
 
 def is_continuous(env: Any, params: Any) -> bool:
@@ -96,6 +128,13 @@ def is_self_play(env: Any) -> bool:
     opponent per game only when a game is one step long)."""
     env = base_env(env)
     return hasattr(env, "opponent_observations") and hasattr(env, "with_opponent")
+
+
+def is_policy_opponent(env: Any) -> bool:
+    """Whether the (possibly wrapped) environment plays the learner against a policy network that
+    acts inside ``step`` (multi-step games such as the pgx boards of ``rl.selfplay.games``):
+    ``with_opponent_policy(params, OpponentPolicy) -> params``."""
+    return hasattr(base_env(env), "with_opponent_policy")
 
 
 class Wrapper:

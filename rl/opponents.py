@@ -1,5 +1,8 @@
 """Opponents for self-play: the latest policy and a pool of frozen past snapshots of it.
 
+One-step games take the opponent as action probabilities (``mixed_action_probs``); multi-step
+games (pgx boards) take it as an ``OpponentPolicy`` that acts inside the environment's ``step``.
+
 The learner keeps an ``OpponentPool`` in its train state (so it is checkpointed and vmapped with
 the run), snapshots its parameters every ``pool_interval`` updates into a ring buffer of
 ``size`` slots, and lets a self-play environment draw each game's opponent from the latest policy
@@ -8,6 +11,7 @@ the run), snapshots its parameters every ``pool_interval`` updates into a ring b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -65,3 +69,22 @@ def mixed_action_probs(
     snapshots = jax.vmap(action_probs, in_axes=(0, None))(pool.params, obs)
     everyone = jnp.concatenate([latest[None], snapshots])
     return jnp.einsum("k,ksa->sa", pool.weights(latest_prob), everyone)
+
+
+# act(params, observation, legal_mask, key) -> action, for one observation (unbatched)
+OpponentAct = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class OpponentPolicy:
+    """Who the opponent is: ``act`` (static) with one of ``params`` (leaves ``[K, ...]``), drawn with
+    probabilities ``weights[K]`` at the start of each game."""
+
+    params: Any
+    weights: jax.Array
+    act: OpponentAct = struct.field(pytree_node=False)
+
+
+def uniform_act(params: Any, observation: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+    """A uniformly random legal move (the opponent before the learner binds its policy)."""
+    return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf))

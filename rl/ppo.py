@@ -39,7 +39,7 @@ from rl.errors import ConfigError
 from rl.gae import gae
 from rl.losses import OBJECTIVES, clipped_value_loss, normalize
 from rl.objectives import default_objective_params, load_objective, objective_kind
-from rl.opponents import OpponentPool, mixed_action_probs
+from rl.opponents import OpponentPolicy, OpponentPool, mixed_action_probs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +120,9 @@ class PPOConfig:
     """updates between two snapshots added to the opponent pool"""
     latest_opponent_prob: float = 0.5
     """probability that a game's opponent is the latest policy rather than a pool snapshot"""
+    random_opponent_prob: float = 0.0
+    """board games (rl.envs.is_policy_opponent): probability that a game's opponent plays uniformly
+    random legal moves instead (an anchor that keeps weak lines of play in the data)"""
 
     @property
     def policy_objective(self) -> str:
@@ -206,10 +209,13 @@ class PPOConfig:
             raise ConfigError("pool_interval", f"must be a positive integer, got {self.pool_interval}")
         if not 0.0 <= self.latest_opponent_prob <= 1.0:
             raise ConfigError("latest_opponent_prob", f"must be in [0, 1], got {self.latest_opponent_prob}")
-        if envs.is_self_play(envs.make(self.env)[0]):
+        if not 0.0 <= self.random_opponent_prob <= 1.0:
+            raise ConfigError("random_opponent_prob", f"must be in [0, 1], got {self.random_opponent_prob}")
+        env = envs.make(self.env)[0]
+        if envs.is_self_play(env) or envs.is_policy_opponent(env):
             if self.recurrent:
-                raise ConfigError("recurrent", f"{self.env} hands its opponent one action distribution per "
-                                  "observation: use a feed-forward policy (memory lives in the observation)")
+                raise ConfigError("recurrent", f"{self.env}'s opponent is the policy without a memory: "
+                                  "use a feed-forward policy (memory lives in the observation)")
             if self.normalize_obs:
                 raise ConfigError("normalize_obs", f"{self.env}'s opponent sees raw observations")
 
@@ -405,10 +411,33 @@ def make_learner(config: PPOConfig) -> Learner:
     objective_name = config.policy_objective
     objective = OBJECTIVES[objective_name]
     self_play = envs.is_self_play(vec_env)
+    policy_opponent = envs.is_policy_opponent(vec_env)
     relabeler = config.trajectory_reward
+    obs_shape = vec_env.observation_space(default_env_params).shape
+
+    def opponent_act(candidate: dict[str, Any], obs: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+        """A board-game opponent's move at one raw observation: the policy's sample with the
+        candidate's params, or a uniformly random legal move for the random candidate."""
+        _, logits, log_std = policy.act(candidate["params"], None, obs.reshape(1, *obs_shape), jnp.ones((1,), bool))
+        logits = jnp.where(candidate["uniform"], jnp.zeros_like(logits), logits)
+        return policy.sample(key, logits, log_std, mask[None])[0]
 
     def env_params_for(state: TrainState, hp: PPOHParams) -> Any:
         """The run's env params, with the opponent of a self-play environment bound to them."""
+        if policy_opponent:  # the latest policy, the pool's snapshots and a random player; one per game
+            latest = jax.tree.map(lambda leaf: leaf[None], jax.lax.stop_gradient(state.params))
+            if state.opponents is None:
+                candidates, weights = latest, jnp.ones((1,))
+            else:
+                candidates = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), latest, state.opponents.params)
+                weights = state.opponents.weights(config.latest_opponent_prob)
+            # the random player: one more candidate (its params unused)
+            candidates = jax.tree.map(lambda leaf: jnp.concatenate([leaf, leaf[:1]]), candidates)
+            weights = jnp.concatenate([weights * (1.0 - config.random_opponent_prob),
+                                       jnp.array([config.random_opponent_prob])])
+            uniform = jnp.arange(weights.shape[0]) == weights.shape[0] - 1
+            return vec_env.with_opponent_policy(
+                hp.env_params, OpponentPolicy({"params": candidates, "uniform": uniform}, weights, opponent_act))
         if not self_play:
             return hp.env_params
         obs = vec_env.opponent_observations(hp.env_params)
@@ -454,7 +483,8 @@ def make_learner(config: PPOConfig) -> Learner:
             reward_model=None if relabeler is None else relabeler.init(
                 jax.random.fold_in(net_key, 1), obs[0], vec_env.action_space(hp.env_params).sample(net_key)
             ),
-            opponents=OpponentPool.create(params, config.opponent_pool) if self_play and config.opponent_pool else None,
+            opponents=OpponentPool.create(params, config.opponent_pool)
+            if (self_play or policy_opponent) and config.opponent_pool else None,
         )
 
     def rollout(state: TrainState, hp: PPOHParams, key: jax.Array) -> tuple[TrainState, Transition, EpisodeTotals]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -133,18 +134,23 @@ def run(
     eval_greedy: bool = True,
     checkpoint_seconds: float = 30.0,
     loggers: Sequence[str] = (),
+    snapshot_every: int = 0,
 ) -> RunResult:
     """Train ``len(keys)`` runs of ``learner`` with batched ``hparams``; see the module docstring.
 
     ``chunk_updates = 0`` picks about 20 chunks (``default_chunk``). ``eval_episodes > 0`` plays
     that many episodes per run with the final policy (``learner.evaluate``, greedy or sampled).
     ``loggers`` names logging backends (``rl.loggers``: tensorboard, wandb) that mirror
-    metrics.jsonl. Raises ``RunError`` on a failed run (unless ``tolerate_failures``), an
+    metrics.jsonl. ``snapshot_every > 0`` also keeps the state at update 0, every multiple of
+    ``snapshot_every`` and the end in ``out/snapshots/<update>`` (all of them, for evaluations
+    across training such as Elo tables; chunks are cut so that they end there). Raises ``RunError`` on a failed run (unless ``tolerate_failures``), an
     unreadable checkpoint, or a run directory that is not ours.
     """
     out = Path(out)
     num_runs, total = len(keys), learner.num_updates
     chunk = chunk_updates or default_chunk(total)
+    if snapshot_every:
+        chunk = math.gcd(chunk, snapshot_every)
     mesh = sharding.batch_mesh(num_runs, devices)
     padded = sharding.padded_size(num_runs, mesh)
     keys_on_mesh = sharding.shard_runs(sharding.pad_runs(keys, padded), mesh)
@@ -196,6 +202,15 @@ def run(
         checkpoints.save(update, carry, {"update": update, "train_seconds": train_seconds,
                                          "failed_at": failed_at.tolist()})
 
+    snapshots = Checkpoints(out / "snapshots", keep=None) if snapshot_every else None
+
+    def snapshot(update: int) -> None:
+        if snapshots is not None and (update % snapshot_every == 0 or update == total):
+            if snapshots.latest_step() is None or update > snapshots.latest_step():
+                snapshots.save(update, carry["learner"], {"update": update})
+
+    snapshot(done)
+
     backends = make_loggers(loggers, out, config) if jax.process_index() == 0 else []
     bar = tqdm(total=total, initial=done, disable=not progress or jax.process_index() != 0, unit="upd")
     loop_start, last_save = time.perf_counter() - train_seconds, time.perf_counter()
@@ -233,6 +248,7 @@ def run(
         if done == total or time.perf_counter() - last_save >= checkpoint_seconds:
             save(done)
             last_save = time.perf_counter()
+        snapshot(done)
         bar.update(length)
         returns = [v for v in chunk_records[-1]["episode_return"] if v is not None]
         bar.set_postfix(
@@ -244,6 +260,8 @@ def run(
     if done == total and checkpoints.latest_step() != total:
         save(total)
     checkpoints.close()
+    if snapshots is not None:
+        snapshots.close()
     for logger in backends:
         logger.close()
 
