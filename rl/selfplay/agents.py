@@ -1,0 +1,105 @@
+"""Trained self-play agents as players of batched pgx games, and loading them from run directories.
+
+A *player* is ``player(state, key) -> actions``: for a pgx ``State`` batched on a leading axis, one
+legal action (int32) per game, from the point of view of the player to move (pgx observations
+already are). ``load_agent(run_dir)`` returns ``act(state) -> actions`` for a finished run of
+``experiments.selfplay``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.actor_critic import masked_logits
+from rl import envs
+from rl.checkpoint import Checkpoints
+from rl.errors import ConfigError
+from rl.selfplay.arena import Player
+
+
+def ppo_player(config: Any, params: Any, greedy: bool = True) -> Player:
+    """The PPO policy of ``config`` (an ``rl.ppo.PPOConfig`` on a ``pgx/<game>`` env) with ``params``
+    (one run's): the most likely legal move (``greedy``) or a sampled one."""
+    from rl.ppo import make_policy
+
+    vec_env, env_params = envs.make_vec_env(config.env, 1, flatten=config.torso != "conv")
+    policy = make_policy(config, vec_env, env_params)
+    obs_shape = vec_env.observation_space(env_params).shape
+
+    def player(state: Any, key: jax.Array) -> jax.Array:
+        obs = state.observation.astype(jnp.float32).reshape(-1, *obs_shape)
+        _, logits, _ = policy.act(params, None, obs, jnp.ones(obs.shape[:1], bool))
+        logits = masked_logits(logits, state.legal_action_mask)
+        chosen = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
+        return chosen.astype(jnp.int32)
+
+    return player
+
+
+def read_snapshot(run_dir: str | Path, update: int | None = None, run: int = 0) -> tuple[int, Any]:
+    """``(update, learner state of run ``run``)`` of snapshot ``update`` (default: the last) in
+    ``run_dir/snapshots``, or of the final checkpoint when the run kept no snapshots."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "snapshots" if (run_dir / "snapshots").is_dir() else run_dir / "checkpoints"
+    if not folder.is_dir():
+        raise ConfigError("run_dir", f"{run_dir} holds no trained agent (no snapshots/ or checkpoints/)")
+    store = Checkpoints(folder)
+    step = store.latest_step() if update is None else update
+    if step is None:
+        raise ConfigError("run_dir", f"{folder} holds no complete checkpoint")
+    state, _ = store.restore(step)
+    store.close()
+    state = state.get("learner", state)  # checkpoints hold the runner's carry, snapshots the learner state
+    return step, jax.tree.map(lambda leaf: np.asarray(leaf)[run], state)
+
+
+def snapshot_updates(run_dir: str | Path) -> list[int]:
+    """The updates at which ``run_dir`` kept a snapshot, in order."""
+    folder = Path(run_dir) / "snapshots"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a self-play run directory."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ConfigError("run_dir", f"{run_dir} is not a run directory (no config.json)")
+    return json.loads(path.read_text())
+
+
+def player_from_run(run_dir: str | Path, update: int | None = None, greedy: bool = True) -> Player:
+    """The agent of ``run_dir`` (at snapshot ``update``, default the last) as a player."""
+    config = run_config(run_dir)
+    algo = config.get("algo", "ppo")
+    if algo == "ppo":
+        from rl.ppo import PPOConfig
+
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config["ppo"].items()}
+        ppo_config = PPOConfig(**fields)
+        _, state = read_snapshot(run_dir, update)
+        return ppo_player(ppo_config, state["params"], greedy)
+    if algo == "alphazero":
+        from rl.selfplay import alphazero
+
+        return alphazero.player_from_run(run_dir, update)
+    raise ConfigError("run_dir", f"{run_dir}: unknown algo {algo!r} in config.json")
+
+
+def load_agent(run_dir: str | Path) -> Callable[[Any], jax.Array]:
+    """``act(state) -> actions`` of the final agent of an ``experiments.selfplay`` run: for a pgx
+    ``State`` of its game batched on a leading axis, the agent's legal move in each game (int32).
+    PPO agents play their most likely legal move; AlphaZero agents search with their network."""
+    player = jax.jit(player_from_run(run_dir))
+    key = jax.random.PRNGKey(0)
+
+    def act(state: Any) -> jax.Array:
+        return player(state, key)
+
+    return act

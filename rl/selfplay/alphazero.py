@@ -1,0 +1,322 @@
+"""AlphaZero-style self-play on pgx games: Gumbel MuZero search (mctx) with a policy-value network.
+
+One update of the learner (a pure function the core runner compiles, checkpoints and resumes):
+
+1. **Self-play**: ``selfplay_steps`` moves in each of ``selfplay_games`` games in parallel; every move
+   is the action of ``mctx.gumbel_muzero_policy`` with the network as prior and value and pgx's
+   ``step`` as the model (``rl.selfplay.search``: reward of the mover, discount -1 between
+   alternating players, 0 at the end). Finished games restart at once; games carry over to the
+   next update.
+2. **Targets**: the search's ``action_weights`` (the improved policy) and the game's final outcome
+   from the view of the player to move at each position, found by a backward pass over the moves
+   (positions of games still running at the end of the update get no target and are dropped).
+3. **Replay**: positions go into a ring buffer of the last ``replay_positions``.
+4. **Training**: ``train_steps`` Adam steps on minibatches drawn uniformly from the replay:
+   cross-entropy to the search policy (illegal moves masked) plus the squared value error.
+
+The network (``PolicyValueNet``) is a small residual conv net for board observations ``[H, W, C]``
+(each 3x3 convolution is a matmul over ``patches3x3``, XLA's fast CPU path) and an MLP for flat
+ones. ``player(config, params)`` plays with search (no root noise); ``player_from_run`` loads one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from models.actor_critic import patches3x3
+from rl.errors import ConfigError
+from rl.ppo import Learner
+from rl.selfplay import games, search
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaZeroConfig:
+    """Static settings of AlphaZero self-play (shapes, sizes, budget)."""
+
+    num_simulations: int = 32
+    """search simulations per move, in self-play and when the trained agent acts"""
+    max_considered_actions: int = 16
+    """actions sampled at the root for Gumbel sequential halving"""
+    selfplay_games: int = 256
+    """games played in parallel"""
+    selfplay_steps: int = 32
+    """moves of every game per update"""
+    num_updates: int = 100
+    """updates (self-play + training rounds)"""
+    replay_positions: int = 65_536
+    """positions kept in the replay (the most recent)"""
+    train_batch: int = 256
+    """positions per gradient step"""
+    train_steps: int = 32
+    """gradient steps per update"""
+    az_lr: float = 1e-3
+    """Adam learning rate (az_: --lr is PPO's)"""
+    channels: int = 32
+    """width of the residual conv net (units of the MLP for flat observations)"""
+    blocks: int = 3
+    """residual blocks (two 3x3 convolutions each)"""
+    value_coef: float = 1.0
+    """weight of the value loss"""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid field."""
+        for name in ("num_simulations", "max_considered_actions", "selfplay_games", "selfplay_steps", "num_updates",
+                     "replay_positions", "train_batch", "train_steps", "channels", "blocks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not self.az_lr > 0:
+            raise ConfigError("az_lr", f"must be > 0, got {self.az_lr}")
+        if self.replay_positions < self.train_batch:
+            raise ConfigError("replay_positions", f"must hold at least train_batch = {self.train_batch} positions")
+
+
+class ResidualBlock(nn.Module):
+    channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nn.relu(nn.Dense(self.channels)(patches3x3(x)))
+        y = nn.Dense(self.channels)(patches3x3(y))
+        return nn.relu(x + y)
+
+
+class PolicyValueNet(nn.Module):
+    """``apply(params, obs[B, ...]) -> (logits[B, A], value[B])``, value in [-1, 1] from the view of
+    the player to move."""
+
+    num_actions: int
+    channels: int = 32
+    blocks: int = 3
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = obs.astype(jnp.float32)
+        if x.ndim == 4:  # [B, H, W, C] boards: a residual conv net
+            x = nn.relu(nn.Dense(self.channels)(patches3x3(x)))
+            for _ in range(self.blocks):
+                x = ResidualBlock(self.channels)(x)
+            policy = nn.relu(nn.Dense(2)(x)).reshape(x.shape[0], -1)
+            value = nn.relu(nn.Dense(1)(x)).reshape(x.shape[0], -1)
+        else:
+            x = x.reshape(x.shape[0], -1)
+            for _ in range(self.blocks):
+                x = nn.relu(nn.Dense(self.channels)(x))
+            policy, value = x, x
+        logits = nn.Dense(self.num_actions)(policy)
+        value = jnp.tanh(nn.Dense(1)(nn.relu(nn.Dense(self.channels)(value))))[:, 0]
+        return logits, value
+
+
+@struct.dataclass
+class AlphaZeroHParams:
+    """Per-run hyperparameters (vmappable): the learning rate and the value-loss weight."""
+
+    lr: jax.Array
+    value_coef: jax.Array
+
+
+@struct.dataclass
+class Replay:
+    observation: jax.Array  # [C, *obs_shape]
+    policy: jax.Array  # [C, A] search action weights
+    value: jax.Array  # [C] final outcome for the player to move
+    legal: jax.Array  # [C, A]
+    valid: jax.Array  # [C] slot holds a position with a target
+    cursor: jax.Array  # next slot to write
+
+
+@struct.dataclass
+class AlphaZeroState:
+    params: Any
+    opt_state: Any
+    games: Any  # batched pgx State, carried across updates
+    replay: Replay
+    key: jax.Array
+    update_step: jax.Array
+
+
+def default_hparams(config: AlphaZeroConfig) -> AlphaZeroHParams:
+    """The hyperparameters of ``config`` as one run's vmappable values."""
+    return AlphaZeroHParams(jnp.asarray(config.az_lr, jnp.float32), jnp.asarray(config.value_coef, jnp.float32))
+
+
+def make_network(game: str, config: AlphaZeroConfig) -> tuple[Any, PolicyValueNet]:
+    """The pgx env of ``game`` and the network for it."""
+    env = games.make_game(game)
+    return env, PolicyValueNet(env.num_actions, config.channels, config.blocks)
+
+
+def network_evaluator(network: PolicyValueNet, params: Any) -> search.Evaluator:
+    """The network as the search's ``evaluate(state, key) -> (logits, value)``."""
+
+    def evaluate(state: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return network.apply(params, state.observation)
+
+    return evaluate
+
+
+def outcome_targets(current_player: jax.Array, rewards: jax.Array, ended: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Value targets of time-major self-play records ``[T, B]``: for the position at step t, the final
+    reward of ``current_player[t]`` in the game that position belongs to (``rewards[t]`` ``[T, B, 2]``
+    are read at the step that ``ended`` a game). Returns ``(targets, known)``; positions of games
+    that had not ended by step T-1 are not ``known``."""
+
+    def backward(carry, step):
+        final, known = carry
+        player, reward, end = step
+        final = jnp.where(end[:, None], reward, final)
+        known = known | end
+        return (final, known), (jnp.take_along_axis(final, player[:, None], axis=1)[:, 0], known)
+
+    init = (jnp.zeros_like(rewards[0]), jnp.zeros_like(ended[0]))
+    _, (targets, known) = jax.lax.scan(backward, init, (current_player, rewards, ended), reverse=True)
+    return targets, known
+
+
+def make_selfplay(env: Any, network: PolicyValueNet, config: AlphaZeroConfig):
+    """``selfplay(params, games, key) -> (games, records)``: ``config.selfplay_steps`` searched moves in
+    each of the batched pgx ``games`` (finished games restart at once). ``records`` are time-major
+    ``[T, B, ...]``: observation, search action weights, legal mask, player to move, rewards after
+    the move, whether it ended the game, and the first mover's outcome of a game it ended."""
+    batch = config.selfplay_games
+    init_games = jax.vmap(env.init)
+    step_games = jax.vmap(env.step)
+
+    def selfplay(params: Any, game_state: Any, key: jax.Array):
+        policy = search.search_policy(env, network_evaluator(network, params), config.num_simulations,
+                                      config.max_considered_actions)
+
+        def move(state, step_key):
+            search_key, step_key, reset_key = jax.random.split(step_key, 3)
+            out = policy(state, search_key)
+            record = (state.observation, out.action_weights, state.legal_action_mask, state.current_player)
+            after = step_games(state, out.action, jax.random.split(step_key, batch))
+            ended = after.terminated | after.truncated
+            mover_reward = after.rewards[jnp.arange(batch), state.current_player]
+            # zero-sum: the first mover's outcome is the last mover's when the game had an odd number of moves
+            first_mover_outcome = jnp.where(after._step_count % 2 == 1, mover_reward, -mover_reward)
+            fresh = init_games(jax.random.split(reset_key, batch))
+            state = jax.tree.map(lambda new, old: jnp.where(ended.reshape(-1, *[1] * (old.ndim - 1)), new, old),
+                                 fresh, after)
+            return state, (*record, after.rewards, ended, first_mover_outcome)
+
+        return jax.lax.scan(move, game_state, jax.random.split(key, config.selfplay_steps))
+
+    return selfplay
+
+
+def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
+    """AlphaZero self-play on pgx ``game`` as a core ``Learner`` (for ``rl.runner.run``)."""
+    config.validate()
+    env, network = make_network(game, config)
+    num_actions, batch = env.num_actions, config.selfplay_games
+    obs_shape = tuple(env.observation_shape)
+    init_games = jax.vmap(env.init)
+
+    def optimizer(lr: jax.Array) -> optax.GradientTransformation:
+        return optax.adam(lr)
+
+    def init(key: jax.Array, hp: AlphaZeroHParams) -> AlphaZeroState:
+        key, net_key, game_key = jax.random.split(key, 3)
+        params = network.init(net_key, jnp.zeros((1, *obs_shape)))
+        capacity = config.replay_positions
+        replay = Replay(
+            observation=jnp.zeros((capacity, *obs_shape), jnp.bool_),
+            policy=jnp.zeros((capacity, num_actions)),
+            value=jnp.zeros((capacity,)),
+            legal=jnp.zeros((capacity, num_actions), jnp.bool_),
+            valid=jnp.zeros((capacity,), jnp.bool_),
+            cursor=jnp.zeros((), jnp.int32),
+        )
+        return AlphaZeroState(params, optimizer(hp.lr).init(params), init_games(jax.random.split(game_key, batch)),
+                              replay, key, jnp.zeros((), jnp.int32))
+
+    selfplay = make_selfplay(env, network, config)
+
+    def loss_fn(params: Any, hp: AlphaZeroHParams, batch_: dict[str, jax.Array]):
+        logits, value = network.apply(params, batch_["observation"])
+        logits = jnp.where(batch_["legal"], logits, -1e9)
+        policy_loss = optax.softmax_cross_entropy(logits, batch_["policy"]).mean()
+        value_loss = jnp.mean((value - batch_["value"]) ** 2)
+        return policy_loss + hp.value_coef * value_loss, {"policy_loss": policy_loss, "value_loss": value_loss}
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(state: AlphaZeroState, hp: AlphaZeroHParams) -> tuple[AlphaZeroState, dict[str, jax.Array]]:
+        key, play_key, train_key = jax.random.split(state.key, 3)
+        games_after, (obs, weights, legal, player, rewards, ended, first_mover) = selfplay(
+            state.params, state.games, play_key)
+        targets, known = outcome_targets(player, rewards, ended)
+        positions = config.selfplay_steps * batch
+        replay = state.replay
+        slots = (replay.cursor + jnp.arange(positions)) % config.replay_positions
+        flat = lambda x: x.reshape(positions, *x.shape[2:])  # noqa: E731
+        replay = replay.replace(
+            observation=replay.observation.at[slots].set(flat(obs)),
+            policy=replay.policy.at[slots].set(flat(weights)),
+            value=replay.value.at[slots].set(flat(targets)),
+            legal=replay.legal.at[slots].set(flat(legal)),
+            valid=replay.valid.at[slots].set(flat(known)),
+            cursor=(replay.cursor + positions) % config.replay_positions,
+        )
+        tx = optimizer(hp.lr)
+        sample_p = replay.valid / jnp.maximum(replay.valid.sum(), 1)
+
+        def train_step(carry, step_key):
+            params, opt_state = carry
+            index = jax.random.choice(step_key, config.replay_positions, (config.train_batch,), p=sample_p)
+            data = {"observation": replay.observation[index], "policy": replay.policy[index],
+                    "value": replay.value[index], "legal": replay.legal[index]}
+            (total, aux), grads = grad_fn(params, hp, data)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), {"total_loss": total, **aux}
+
+        (params, opt_state), losses = jax.lax.scan(
+            train_step, (state.params, state.opt_state), jax.random.split(train_key, config.train_steps))
+        finished = ended.sum()
+        metrics = {name: value.mean() for name, value in losses.items()}
+        metrics.update(
+            games_finished=finished.astype(jnp.float32),
+            decisive_fraction=jnp.sum(ended & (rewards.max(-1) > 0)) / jnp.maximum(finished, 1),
+            mean_game_length=positions / jnp.maximum(finished, 1),
+            replay_positions=replay.valid.sum().astype(jnp.float32),
+            # the self-play outcome of the player who moved first (finished games; NaN if none):
+            # drifts toward the game's theoretical value (0 for tic-tac-toe) as play improves
+            episode_return=jnp.where(finished > 0, jnp.sum(jnp.where(ended, first_mover, 0.0)) / finished, jnp.nan),
+        )
+        state = AlphaZeroState(params, opt_state, games_after, replay, key, state.update_step + 1)
+        return state, metrics
+
+    return Learner(init, update, config.num_updates, config.selfplay_steps * batch)
+
+
+def player(game: str, config: AlphaZeroConfig, params: Any, num_simulations: int | None = None):
+    """The trained network searching ``num_simulations`` (default: the config's) per move, with no
+    root noise: ``player(state, key) -> actions`` for batched pgx states."""
+    env, network = make_network(game, config)
+    policy = search.search_policy(env, network_evaluator(network, params), num_simulations or config.num_simulations,
+                                  config.max_considered_actions, gumbel_scale=0.0)
+
+    def act(state: Any, key: jax.Array) -> jax.Array:
+        return policy(state, key).action.astype(jnp.int32)
+
+    return act
+
+
+def player_from_run(run_dir: str | Path, update: int | None = None):
+    """The AlphaZero agent of an ``experiments.selfplay --algo alphazero`` run directory."""
+    from rl.selfplay import agents
+
+    saved = agents.run_config(run_dir)
+    config = AlphaZeroConfig(**saved["alphazero"])
+    _, state = agents.read_snapshot(run_dir, update)
+    return player(saved["game"], config, jax.tree.map(np.asarray, state["params"]))
