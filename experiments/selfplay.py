@@ -59,8 +59,9 @@ class Args:
     """agent snapshots kept across training (besides the initial one) for the Elo table"""
     run: RunArgs = RunArgs(num_seeds=1, eval_episodes=0)
     ppo: PPOConfig = PPOConfig(
-        env="pgx/tic_tac_toe", total_timesteps=3_000_000, num_envs=64, num_steps=32, lr=1e-3,
-        hidden_sizes=(128, 128), opponent_pool=8, pool_interval=10, latest_opponent_prob=0.5,
+        env="pgx/tic_tac_toe", total_timesteps=30_000_000, num_envs=256, num_steps=32, lr=3e-4, ent_coef=0.03,
+        hidden_sizes=(128, 128), opponent_pool=32, pool_interval=20, latest_opponent_prob=0.3,
+        random_opponent_prob=0.3,
     )
     alphazero: AlphaZeroConfig = AlphaZeroConfig()
     evaluation: EvalArgs = EvalArgs()

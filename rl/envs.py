@@ -55,9 +55,9 @@ def _family(env_id: str) -> tuple[str, tuple[Callable[[str], None], EnvFactory]]
 
 
 def registered_ids() -> list[str]:
-    """All ids ``make`` accepts: gymnax's and the project's (a family as ``prefix<name>``)."""
+    """All single ids ``make`` accepts: gymnax's and the project's (families, ``pgx/<game>``, apart)."""
     _load_project_envs()
-    return sorted(set(gymnax.registered_envs) | set(_PROJECT_ENVS) | {f"{prefix}<name>" for prefix in _FAMILIES})
+    return sorted(set(gymnax.registered_envs) | set(_PROJECT_ENVS))
 
 
 def check_env_id(env_id: str) -> None:
@@ -72,7 +72,8 @@ def check_env_id(env_id: str) -> None:
             raise ConfigError("env", f"{env_id!r}: {error.message}") from None
         return
     if env_id not in ids:
-        raise ConfigError("env", f"unknown environment id {env_id!r}; known ids: {', '.join(registered_ids())}")
+        families = "".join(f", {prefix}<name>" for prefix in _FAMILIES)
+        raise ConfigError("env", f"unknown environment id {env_id!r}; known ids: {', '.join(ids)}{families}")
 
 
 def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
