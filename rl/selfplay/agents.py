@@ -8,6 +8,7 @@ already are). ``load_agent(run_dir)`` returns ``act(state) -> actions`` for a fi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,26 +22,33 @@ from models.actor_critic import masked_logits
 from rl import envs
 from rl.checkpoint import Checkpoints
 from rl.errors import ConfigError
-from rl.selfplay.arena import Player
+from rl.selfplay.arena import ParamPlayer, Player
 
 
-def ppo_player(config: Any, params: Any, greedy: bool = True) -> Player:
-    """The PPO policy of ``config`` (an ``rl.ppo.PPOConfig`` on a ``pgx/<game>`` env) with ``params``
-    (one run's): the most likely legal move (``greedy``) or a sampled one."""
+@functools.lru_cache(maxsize=32)
+def ppo_act(config: Any, greedy: bool = True) -> Callable[[Any, Any, jax.Array], jax.Array]:
+    """``act(params, state, key)``: the PPO policy of ``config`` (an ``rl.ppo.PPOConfig`` on a
+    ``pgx/<game>`` env) choosing its most likely legal move (``greedy``) or sampling one. Built once
+    per config, so every snapshot of a run shares it (and its compiled matches)."""
     from rl.ppo import make_policy
 
     vec_env, env_params = envs.make_vec_env(config.env, 1, flatten=config.torso != "conv")
     policy = make_policy(config, vec_env, env_params)
     obs_shape = vec_env.observation_space(env_params).shape
 
-    def player(state: Any, key: jax.Array) -> jax.Array:
+    def act(params: Any, state: Any, key: jax.Array) -> jax.Array:
         obs = state.observation.astype(jnp.float32).reshape(-1, *obs_shape)
         _, logits, _ = policy.act(params, None, obs, jnp.ones(obs.shape[:1], bool))
         logits = masked_logits(logits, state.legal_action_mask)
         chosen = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
         return chosen.astype(jnp.int32)
 
-    return player
+    return act
+
+
+def ppo_player(config: Any, params: Any, greedy: bool = True) -> ParamPlayer:
+    """The PPO policy of ``config`` with ``params`` (one run's) as a player."""
+    return ParamPlayer(ppo_act(config, greedy), params)
 
 
 def read_snapshot(run_dir: str | Path, update: int | None = None, run: int = 0) -> tuple[int, Any]:
@@ -96,10 +104,11 @@ def load_agent(run_dir: str | Path) -> Callable[[Any], jax.Array]:
     """``act(state) -> actions`` of the final agent of an ``experiments.selfplay`` run: for a pgx
     ``State`` of its game batched on a leading axis, the agent's legal move in each game (int32).
     PPO agents play their most likely legal move; AlphaZero agents search with their network."""
-    player = jax.jit(player_from_run(run_dir))
+    player = player_from_run(run_dir)
     key = jax.random.PRNGKey(0)
+    compiled = jax.jit(lambda state: player(state, key))
 
     def act(state: Any) -> jax.Array:
-        return player(state, key)
+        return compiled(state)
 
     return act

@@ -22,6 +22,7 @@ ones. ``player(config, params)`` plays with search (no root noise); ``player_fro
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -299,17 +300,26 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
     return Learner(init, update, config.num_updates, config.selfplay_steps * batch)
 
 
-def player(game: str, config: AlphaZeroConfig, params: Any, num_simulations: int | None = None):
-    """The trained network searching ``num_simulations`` (default: the config's) per move, with no
-    root noise: ``player(state, key) -> actions`` for batched pgx states."""
+@functools.lru_cache(maxsize=32)
+def search_act(game: str, config: AlphaZeroConfig, num_simulations: int | None = None):
+    """``act(params, state, key) -> actions``: the network with ``params`` searching
+    ``num_simulations`` (default: the config's) per move, with no root noise. Built once per
+    settings, so all snapshots of a run share it (and its compiled matches)."""
     env, network = make_network(game, config)
-    policy = search.search_policy(env, network_evaluator(network, params), num_simulations or config.num_simulations,
-                                  config.max_considered_actions, gumbel_scale=0.0)
 
-    def act(state: Any, key: jax.Array) -> jax.Array:
+    def act(params: Any, state: Any, key: jax.Array) -> jax.Array:
+        policy = search.search_policy(env, network_evaluator(network, params), num_simulations or config.num_simulations,
+                                      config.max_considered_actions, gumbel_scale=0.0)
         return policy(state, key).action.astype(jnp.int32)
 
     return act
+
+
+def player(game: str, config: AlphaZeroConfig, params: Any, num_simulations: int | None = None):
+    """The trained network with ``params`` as a searching player (``rl.selfplay.arena.ParamPlayer``)."""
+    from rl.selfplay.arena import ParamPlayer
+
+    return ParamPlayer(search_act(game, config, num_simulations), params)
 
 
 def player_from_run(run_dir: str | Path, update: int | None = None):

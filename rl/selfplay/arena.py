@@ -9,19 +9,48 @@ first and half with A moving second and reports win/draw/loss fractions from A's
 overall and per seat, plus the number of illegal actions the players attempted (0 for correct
 players). The whole match is one ``lax.while_loop``; compiled matches are cached per
 ``(env, player_a, player_b, num_games, max_steps)``, so reuse the same player objects to avoid
-recompiling.
+recompiling; a ``ParamPlayer`` is keyed by its ``act`` alone, its params being an argument.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import pgx
 
 Player = Callable[[pgx.State, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ParamPlayer:
+    """A player whose parameters are data: ``act(params, state, key)`` with ``params``. Matches
+    compile once per ``act`` (not per ``params``), so the snapshots of one run share one compiled
+    match in a round robin. Callable as a plain player, ``player(state, key)``."""
+
+    act: Callable[[Any, pgx.State, jax.Array], jax.Array]
+    params: Any
+
+    def __call__(self, state: pgx.State, key: jax.Array) -> jax.Array:
+        return self.act(self.params, state, key)
+
+
+@functools.lru_cache(maxsize=256)
+def _without_params(player: Player) -> Callable[[Any, pgx.State, jax.Array], jax.Array]:
+    def act(params: Any, state: pgx.State, key: jax.Array) -> jax.Array:
+        return player(state, key)
+
+    return act
+
+
+def _act_and_params(player: Player) -> tuple[Callable[[Any, pgx.State, jax.Array], jax.Array], Any]:
+    if isinstance(player, ParamPlayer):
+        return player.act, player.params
+    return _without_params(player), None
 
 
 def random_player(env: pgx.Env) -> Player:
@@ -52,8 +81,9 @@ def _seat_turns(player: Player, state: pgx.State, to_move: jax.Array, capacity: 
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_match(env: pgx.Env, player_a: Player, player_b: Player, num_games: int, max_steps: int | None):
-    """A jitted ``key -> (outcome, finished, illegal)``; ``outcome[i]`` is A's final reward in game i.
+def _compiled_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
+    """A jitted ``(key, params_a, params_b) -> (outcome, finished, illegal)``; ``outcome[i]`` is A's
+    final reward in game i (the players are ``act(params, state, key)``).
 
     Games ``[0, num_games // 2)`` have A moving first, the rest B. Each loop iteration gives each
     player one call on a sub-batch of ``num_games // 2`` games: in a game where turns alternate, half
@@ -66,7 +96,9 @@ def _compiled_match(env: pgx.Env, player_a: Player, player_b: Player, num_games:
     step = jax.vmap(env.step)
     rows = jnp.arange(num_games)
 
-    def run(key: jax.Array):
+    def run(key: jax.Array, params_a: Any, params_b: Any):
+        player_a = functools.partial(act_a, params_a)
+        player_b = functools.partial(act_b, params_b)
         init_key, key = jax.random.split(key)
         state = jax.vmap(env.init)(jax.random.split(init_key, num_games))
         a_first = rows < half
@@ -161,7 +193,8 @@ def play_match(
         raise ValueError(f"play_match needs a two-player game, {env.id!r} has {env.num_players} players")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got max_steps={max_steps}")
-    outcome, finished, illegal = _compiled_match(env, player_a, player_b, num_games, max_steps)(key)
+    (act_a, params_a), (act_b, params_b) = _act_and_params(player_a), _act_and_params(player_b)
+    outcome, finished, illegal = _compiled_match(env, act_a, act_b, num_games, max_steps)(key, params_a, params_b)
     half = num_games // 2
     result: dict = _fractions(outcome)
     result["score"] = result["win"] + 0.5 * result["draw"]
