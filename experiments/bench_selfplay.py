@@ -82,16 +82,8 @@ class Args:
     """games in parallel for the random-play timing"""
     random_steps: int = 1_000_000
     """env steps (over all games) per random-play timing (0: skip random play)"""
-    num_simulations: int = 32
-    """search simulations per move"""
-    selfplay_games: int = 256
-    """games played in parallel in AlphaZero self-play"""
-    selfplay_steps: int = 16
-    """searched moves of every game per self-play call"""
-    channels: int = 32
-    """width of the residual conv net"""
-    blocks: int = 3
-    """residual blocks (two 3x3 convolutions each)"""
+    alphazero: alphazero.AlphaZeroConfig = alphazero.AlphaZeroConfig(selfplay_steps=16)
+    """the self-play settings timed (--num-simulations, --selfplay-games, --selfplay-steps, --channels, --blocks)"""
     devices: tuple[int, ...] = ()
     """device counts to time self-play on, both sides (empty: 1 and all of this process's devices)"""
     repeats: int = 3
@@ -106,20 +98,14 @@ class Args:
     """where bench.json is written"""
 
 
-def az_config(args: Args) -> alphazero.AlphaZeroConfig:
-    """The AlphaZero settings of ``args`` (the rest at their defaults; only self-play runs)."""
-    return alphazero.AlphaZeroConfig(num_simulations=args.num_simulations, selfplay_games=args.selfplay_games,
-                                     selfplay_steps=args.selfplay_steps, channels=args.channels, blocks=args.blocks)
-
-
 def device_counts(args: Args) -> list[int]:
     """The device counts to time (``--devices``, or 1 and all devices), validated."""
     counts = list(dict.fromkeys(args.devices or (1, jax.device_count())))
     for count in counts:
         if not 1 <= count <= jax.device_count():
             raise ConfigError("devices", f"{count} is not between 1 and the {jax.device_count()} devices here")
-        if args.selfplay_games % count:
-            raise ConfigError("devices", f"selfplay_games {args.selfplay_games} does not split over {count} devices")
+        if args.alphazero.selfplay_games % count:
+            raise ConfigError("devices", f"selfplay_games {args.alphazero.selfplay_games} does not split over {count} devices")
     return counts
 
 
@@ -220,9 +206,9 @@ def peer_environment(devices: int) -> dict[str, str]:
 def run_peer(python: str, folder: Path, args: Args, devices: int) -> dict[str, Any] | None:
     """One timing of the example's ``selfplay`` in its own venv (a fresh process): the peer script's
     JSON line, or None (its stderr shown) if it failed."""
-    settings = {"env_id": args.game, "seed": args.seed, "selfplay_batch_size": args.selfplay_games,
-                "max_num_steps": args.selfplay_steps, "num_simulations": args.num_simulations,
-                "num_channels": args.channels, "num_layers": args.blocks}
+    settings = {"env_id": args.game, "seed": args.seed, "selfplay_batch_size": args.alphazero.selfplay_games,
+                "max_num_steps": args.alphazero.selfplay_steps, "num_simulations": args.alphazero.num_simulations,
+                "num_channels": args.alphazero.channels, "num_layers": args.alphazero.blocks}
     result = subprocess.run([python, str(PEER_SCRIPT), str(folder), json.dumps(settings), "1"], capture_output=True,
                             text=True, timeout=3600, env=peer_environment(devices))
     if result.returncode != 0:
@@ -233,7 +219,7 @@ def run_peer(python: str, folder: Path, args: Args, devices: int) -> dict[str, A
 
 def main(args: Args) -> dict[str, Any]:
     """Run all timings, write ``bench.json`` and print a table."""
-    config = az_config(args)
+    config = args.alphazero
     config.validate()
     games.make_game(args.game)
     counts = device_counts(args)
@@ -244,8 +230,8 @@ def main(args: Args) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {
         "device": f"{jax.devices()[0].device_kind} x {jax.device_count()}", "game": args.game,
-        "settings": {"num_simulations": args.num_simulations, "selfplay_games": args.selfplay_games,
-                     "selfplay_steps": args.selfplay_steps, "channels": args.channels, "blocks": args.blocks,
+        "settings": {"num_simulations": args.alphazero.num_simulations, "selfplay_games": args.alphazero.selfplay_games,
+                     "selfplay_steps": args.alphazero.selfplay_steps, "channels": args.alphazero.channels, "blocks": args.alphazero.blocks,
                      "max_considered_actions": config.max_considered_actions, "random_batch": args.random_batch,
                      "repeats": args.repeats},
     }
@@ -253,7 +239,7 @@ def main(args: Args) -> dict[str, Any]:
         random_play = time_random_play(args.game, args.random_batch, args.random_steps, args.repeats, args.seed)
         rows.append({"what": f"random play, {args.random_batch} games, 1 device", **random_play})
 
-    positions = args.selfplay_games * args.selfplay_steps
+    positions = args.alphazero.selfplay_games * args.alphazero.selfplay_steps
     peer_versions = None
     for devices in counts:
         run, compile_seconds = compile_selfplay(args.game, config, devices, args.seed)
@@ -267,8 +253,8 @@ def main(args: Args) -> dict[str, Any]:
                 peer.append(run_peer(args.pgx_python, folder, args, devices))
         del run
         row: dict[str, Any] = {
-            "what": f"AlphaZero self-play, {args.selfplay_games} games x {args.selfplay_steps} moves x "
-                    f"{args.num_simulations} sims, {devices} device(s)",
+            "what": f"AlphaZero self-play, {args.alphazero.selfplay_games} games x {args.alphazero.selfplay_steps} moves x "
+                    f"{args.alphazero.num_simulations} sims, {devices} device(s)",
             "devices": devices, "positions_per_second": statistics.median(ours), "compile_seconds": compile_seconds,
             "positions_per_second_runs": ours,
         }
