@@ -13,7 +13,7 @@ from rl.ppo import HPARAM_FIELDS, PPOConfig
 
 @pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
                                     "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
-                                    "experiments.plot_runs"])
+                                    "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay"])
 def test_help_lists_every_field_with_its_default(module):
     result = run_cli(module, "--help")
     assert result.returncode == 0
@@ -64,3 +64,13 @@ def test_minatar_comparison_runs_small(tmp_path):
     assert row["learner"] == "ours (conv torso)" and (tmp_path / "Breakout-MinAtar" / "summary.json").exists()
     ours = summary["results"]["Breakout-MinAtar"]["ours"]
     assert ours["eval_episodes"] == 128 and len(ours["eval_return_per_seed"]) == 1
+
+
+def test_bench_selfplay_smoke(tmp_path):
+    """The self-play benchmark's own rows at tiny settings (the peer needs its venv; not here)."""
+    done = run_cli("experiments.bench_selfplay", "--game", "tic_tac_toe", "--random-batch", "8", "--random-steps", "64",
+                   "--selfplay-games", "4", "--selfplay-steps", "2", "--num-simulations", "2", "--channels", "4",
+                   "--blocks", "1", "--devices", "1", "2", "--repeats", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [row["positions_per_second"] > 0 for row in rows if "positions_per_second" in row] == [True, True]
