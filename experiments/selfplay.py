@@ -101,9 +101,10 @@ def train(args: Args, out: Path) -> dict[str, Any]:
         hparams = repeat_runs(default_hparams(config), args.run.num_seeds)
         saved["ppo"] = dataclasses.asdict(config)
     else:
-        learner = alphazero.make_learner(args.game, args.alphazero)
-        hparams = repeat_runs(alphazero.default_hparams(args.alphazero), args.run.num_seeds)
-        saved["alphazero"] = dataclasses.asdict(args.alphazero)
+        config = args.alphazero.with_game_shards(args.run.num_seeds, jax.device_count())
+        learner = alphazero.make_learner(args.game, config)
+        hparams = repeat_runs(alphazero.default_hparams(config), args.run.num_seeds)
+        saved["alphazero"] = dataclasses.asdict(config)
     every = max(1, learner.num_updates // args.snapshots)
     result = args.run.run(learner, seed_keys(args.run.seed, args.run.num_seeds), hparams, out, saved,
                           snapshot_every=every)

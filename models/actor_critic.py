@@ -120,6 +120,53 @@ def patches3x3(x: jax.Array) -> jax.Array:
     return jnp.concatenate([padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)], axis=-1)
 
 
+def _conv3x3_by_patches(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    return patches3x3(x) @ kernel + bias
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """A 3x3 "same" convolution of ``[N, H, W, C]`` images with a dense layer's params over
+    ``patches3x3`` (``kernel[9 C, out]``, ``bias[out]``): ``patches3x3(x) @ kernel + bias``.
+
+    The value is computed by XLA's convolution, the gradient by the matmul over patches: on CPU the
+    convolution's forward pass is ~2.2x faster than the patch matmul (a 7-layer 32-channel net on
+    256 connect-four boards: 4.7 ms against 10.4 ms), and its gradient, vmapped over runs, ~26x
+    slower (0.95 s against 36 ms). Search-based self-play evaluates the network far more often than
+    it differentiates it.
+    """
+    channels, features = x.shape[-1], kernel.shape[-1]
+    out = jax.lax.conv_general_dilated(
+        x, kernel.reshape(3, 3, channels, features), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return out + bias
+
+
+def _conv3x3_forward(x: jax.Array, kernel: jax.Array, bias: jax.Array):
+    return conv3x3(x, kernel, bias), (x, kernel, bias)
+
+
+def _conv3x3_backward(residuals: tuple[jax.Array, jax.Array, jax.Array], grad: jax.Array):
+    _, vjp = jax.vjp(_conv3x3_by_patches, *residuals)
+    return vjp(grad)
+
+
+conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
+
+
+class Conv3x3(nn.Module):
+    """``conv3x3`` as a layer: params ``kernel[9 C, features]`` and ``bias`` initialised as a
+    ``nn.Dense`` over ``patches3x3`` would be."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (9 * x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return conv3x3(x, kernel, bias)
+
+
 class ConvTorso(nn.Module):
     """3x3 convolutions (stride 1, same padding, ReLU) over ``[..., H, W, C]`` images, flattened:
     the MinAtar network's feature extractor (one layer of 16 channels by default).

@@ -34,7 +34,7 @@ from models.actor_critic import (
     gaussian_log_prob,
     masked_logits,
 )
-from rl import envs
+from rl import cpu_random, envs
 from rl.errors import ConfigError
 from rl.gae import gae
 from rl.losses import OBJECTIVES, clipped_value_loss, normalize
@@ -331,13 +331,19 @@ class EpisodeTotals(NamedTuple):
 class Learner(NamedTuple):
     """A learner as pure functions: ``init(key, hparams) -> state``,
     ``update(state, hparams) -> (state, metrics)`` and, optionally,
-    ``evaluate(state, hparams, key, num_episodes) -> {"return": [E], "length": [E], ...}``."""
+    ``evaluate(state, hparams, key, num_episodes) -> {"return": [E], "length": [E], ...}``.
+
+    ``data_parallel = d > 1`` asks the runner to give each run ``d`` devices: ``update`` then runs
+    on all of them with the same (replicated) state, and may split its batch over the mesh axis
+    ``rl.sharding.DATA_AXIS`` (``jax.lax.axis_index`` / ``all_gather``), returning the same new
+    state on every device."""
 
     init: Callable[[jax.Array, PPOHParams], TrainState]
     update: Callable[[TrainState, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]
     num_updates: int
     env_steps_per_update: int
     evaluate: Callable[..., dict[str, jax.Array]] | None = None
+    data_parallel: int = 1
 
 
 class Policy(NamedTuple):
@@ -562,14 +568,14 @@ def make_learner(config: PPOConfig) -> Learner:
         whole environment sequences (time kept first) for the GRU."""
         m = config.num_minibatches
         if config.recurrent:
-            perm = jax.random.permutation(key, config.num_envs)
+            perm = cpu_random.permutation(key, config.num_envs)
             hidden0 = data["hidden0"][perm].reshape(m, -1, config.gru_size)
             sequences = {k: v for k, v in data.items() if k != "hidden0"}
             sequences = jax.tree.map(
                 lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, -1, *x.shape[2:]), 1, 0), sequences
             )
             return {**sequences, "hidden0": hidden0}
-        perm = jax.random.permutation(key, config.batch_size)
+        perm = cpu_random.permutation(key, config.batch_size)
         return jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:])[perm].reshape(m, -1, *x.shape[2:]), data)
 
     def update(state: TrainState, hp: PPOHParams) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -151,7 +151,7 @@ def run(
     chunk = chunk_updates or default_chunk(total)
     if snapshot_every:
         chunk = math.gcd(chunk, snapshot_every)
-    mesh = sharding.batch_mesh(num_runs, devices)
+    mesh = sharding.batch_mesh(num_runs, devices, getattr(learner, "data_parallel", 1))
     padded = sharding.padded_size(num_runs, mesh)
     keys_on_mesh = sharding.shard_runs(sharding.pad_runs(keys, padded), mesh)
     hparams = sharding.shard_runs(sharding.pad_runs(hparams, padded), mesh)

@@ -5,6 +5,11 @@ axis over the devices of all processes, and ``map_over_runs`` compiles ``vmap(fn
 shard with ``shard_map``, so runs never communicate. With several processes (hosts) joined by
 ``jax.distributed.initialize``, every process calls the same functions with the same numpy inputs;
 each keeps only its own shard, and ``to_host`` gathers results back to every process.
+
+A learner that splits one run's batch over several devices (``Learner.data_parallel``) gets a 2-D
+mesh ``(runs, data)``: runs are laid over the first axis as before, and every run's state is
+replicated over the devices of the second, where its ``update`` may use collectives over
+``DATA_AXIS``.
 """
 
 from __future__ import annotations
@@ -18,20 +23,35 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "runs"
+DATA_AXIS = "data"
 
 
-def batch_mesh(batch_size: int, devices: list[Any] | None = None) -> Mesh:
+def batch_mesh(batch_size: int, devices: list[Any] | None = None, data_parallel: int = 1) -> Mesh:
     """A 1-D mesh over ``min(batch_size, number of devices)`` devices; with several processes,
     over every device (each process must take part). Batches that do not divide the mesh are
-    padded (``padded_size``, ``pad_runs``) rather than run on fewer devices."""
+    padded (``padded_size``, ``pad_runs``) rather than run on fewer devices.
+
+    ``data_parallel = d > 1``: a 2-D mesh ``(runs, data)`` of ``d`` devices per run (the device
+    count must be a multiple of ``d``)."""
     devices = list(jax.devices() if devices is None else devices)
+    if data_parallel > 1:
+        if len(devices) % data_parallel:
+            raise ValueError(f"data_parallel={data_parallel} does not divide the {len(devices)} devices")
+        groups = len(devices) // data_parallel
+        used = groups if jax.process_count() > 1 else min(batch_size, groups)
+        return Mesh(np.array(devices[:used * data_parallel]).reshape(used, data_parallel), (AXIS, DATA_AXIS))
     used = len(devices) if jax.process_count() > 1 else min(batch_size, len(devices))
     return Mesh(np.array(devices[:used]), (AXIS,))
 
 
+def run_devices(mesh: Mesh) -> int:
+    """How many devices the runs are laid over (the mesh's ``runs`` axis)."""
+    return mesh.shape[AXIS]
+
+
 def padded_size(batch_size: int, mesh: Mesh) -> int:
-    """``batch_size`` rounded up to a multiple of the mesh's device count."""
-    return -(-batch_size // mesh.devices.size) * mesh.devices.size
+    """``batch_size`` rounded up to a multiple of the devices the runs are laid over."""
+    return -(-batch_size // run_devices(mesh)) * run_devices(mesh)
 
 
 def pad_runs(tree: Any, size: int) -> Any:

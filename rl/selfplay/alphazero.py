@@ -15,7 +15,7 @@ One update of the learner (a pure function the core runner compiles, checkpoints
    cross-entropy to the search policy (illegal moves masked) plus the squared value error.
 
 The network (``PolicyValueNet``) is a small residual conv net for board observations ``[H, W, C]``
-(each 3x3 convolution is a matmul over ``patches3x3``, XLA's fast CPU path) and an MLP for flat
+(``models.actor_critic.conv3x3``: XLA's convolution forward, the patch matmul's gradient) and an MLP for flat
 ones. ``player(config, params)`` plays with search (no root noise); ``player_from_run`` loads one.
 """
 
@@ -33,7 +33,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from models.actor_critic import patches3x3
+from models.actor_critic import Conv3x3
+from rl import sharding
 from rl.errors import ConfigError
 from rl.ppo import Learner
 from rl.selfplay import games, search
@@ -67,6 +68,8 @@ class AlphaZeroConfig:
     """residual blocks (two 3x3 convolutions each)"""
     value_coef: float = 1.0
     """weight of the value loss"""
+    game_shards: int = 0
+    """devices each run's self-play games are split over (0: all the devices the other runs leave free)"""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
@@ -78,6 +81,23 @@ class AlphaZeroConfig:
             raise ConfigError("az_lr", f"must be > 0, got {self.az_lr}")
         if self.replay_positions < self.train_batch:
             raise ConfigError("replay_positions", f"must hold at least train_batch = {self.train_batch} positions")
+        if self.game_shards < 0:
+            raise ConfigError("game_shards", f"must be >= 0 (0: automatic), got {self.game_shards}")
+        if self.game_shards and self.selfplay_games % self.game_shards:
+            raise ConfigError("selfplay_games", f"{self.selfplay_games} games do not split over game_shards = "
+                                                f"{self.game_shards} devices")
+
+    def with_game_shards(self, num_runs: int, device_count: int) -> AlphaZeroConfig:
+        """This config with ``game_shards`` resolved for ``num_runs`` runs on ``device_count`` devices:
+        the given count (which must divide the devices), or the largest count that divides both the
+        games and the devices and leaves a device group for every run."""
+        if self.game_shards:
+            if device_count % self.game_shards:
+                raise ConfigError("game_shards", f"{self.game_shards} does not divide the {device_count} devices")
+            return self
+        free = max(1, device_count // max(1, num_runs))
+        shards = max(d for d in range(1, free + 1) if self.selfplay_games % d == 0 and device_count % d == 0)
+        return dataclasses.replace(self, game_shards=shards)
 
 
 class ResidualBlock(nn.Module):
@@ -85,8 +105,8 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.relu(nn.Dense(self.channels)(patches3x3(x)))
-        y = nn.Dense(self.channels)(patches3x3(y))
+        y = nn.relu(Conv3x3(self.channels)(x))
+        y = Conv3x3(self.channels)(y)
         return nn.relu(x + y)
 
 
@@ -102,7 +122,7 @@ class PolicyValueNet(nn.Module):
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = obs.astype(jnp.float32)
         if x.ndim == 4:  # [B, H, W, C] boards: a residual conv net
-            x = nn.relu(nn.Dense(self.channels)(patches3x3(x)))
+            x = nn.relu(Conv3x3(self.channels)(x))
             for _ in range(self.blocks):
                 x = ResidualBlock(self.channels)(x)
             policy = nn.relu(nn.Dense(2)(x)).reshape(x.shape[0], -1)
@@ -216,10 +236,18 @@ def make_selfplay(env: Any, network: PolicyValueNet, config: AlphaZeroConfig):
 
 
 def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
-    """AlphaZero self-play on pgx ``game`` as a core ``Learner`` (for ``rl.runner.run``)."""
+    """AlphaZero self-play on pgx ``game`` as a core ``Learner`` (for ``rl.runner.run``).
+
+    With ``config.game_shards = d > 1`` (resolve 0 first: ``with_game_shards``) the learner is
+    data-parallel (``Learner.data_parallel = d``): on each of its ``d`` devices it plays its share
+    of the games (with its own random keys), the self-play records are gathered over the devices,
+    and every device then makes the same replay and training update, so the state stays the same
+    on all of them. Self-play, the bulk of the work, is split; training is repeated."""
     config.validate()
     env, network = make_network(game, config)
     num_actions, batch = env.num_actions, config.selfplay_games
+    shards = max(1, config.game_shards)
+    local_batch = batch // shards
     obs_shape = tuple(env.observation_shape)
     init_games = jax.vmap(env.init)
 
@@ -241,7 +269,18 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
         return AlphaZeroState(params, optimizer(hp.lr).init(params), init_games(jax.random.split(game_key, batch)),
                               replay, key, jnp.zeros((), jnp.int32))
 
-    selfplay = make_selfplay(env, network, config)
+    selfplay = make_selfplay(env, network, dataclasses.replace(config, selfplay_games=local_batch))
+
+    def sharded_selfplay(params: Any, game_state: Any, key: jax.Array):
+        """Self-play of this device's share of the games; all games' results on every device."""
+        if shards == 1:
+            return selfplay(params, game_state, key)
+        shard = jax.lax.axis_index(sharding.DATA_AXIS)
+        mine = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, shard * local_batch, local_batch), game_state)
+        games_after, records = selfplay(params, mine, jax.random.fold_in(key, shard))
+        gather = lambda tree, axis: jax.tree.map(  # noqa: E731
+            lambda x: jax.lax.all_gather(x, sharding.DATA_AXIS, axis=axis, tiled=True), tree)
+        return gather(games_after, 0), gather(records, 1)
 
     def loss_fn(params: Any, hp: AlphaZeroHParams, batch_: dict[str, jax.Array]):
         logits, value = network.apply(params, batch_["observation"])
@@ -254,7 +293,7 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
 
     def update(state: AlphaZeroState, hp: AlphaZeroHParams) -> tuple[AlphaZeroState, dict[str, jax.Array]]:
         key, play_key, train_key = jax.random.split(state.key, 3)
-        games_after, (obs, weights, legal, player, rewards, ended, first_mover) = selfplay(
+        games_after, (obs, weights, legal, player, rewards, ended, first_mover) = sharded_selfplay(
             state.params, state.games, play_key)
         targets, known = outcome_targets(player, rewards, ended)
         positions = config.selfplay_steps * batch
@@ -297,7 +336,7 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
         state = AlphaZeroState(params, opt_state, games_after, replay, key, state.update_step + 1)
         return state, metrics
 
-    return Learner(init, update, config.num_updates, config.selfplay_steps * batch)
+    return Learner(init, update, config.num_updates, config.selfplay_steps * batch, data_parallel=shards)
 
 
 @functools.lru_cache(maxsize=32)

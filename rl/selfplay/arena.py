@@ -10,6 +10,8 @@ overall and per seat, plus the number of illegal actions the players attempted (
 players). The whole match is one ``lax.while_loop``; compiled matches are cached per
 ``(env, player_a, player_b, num_games, max_steps)``, so reuse the same player objects to avoid
 recompiling; a ``ParamPlayer`` is keyed by its ``act`` alone, its params being an argument.
+The games are split over this process's devices (``match_devices``: as many as divide the games
+into even shares, each share a match of its own with half its games per seat).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pgx
+from jax.sharding import Mesh, PartitionSpec
 
 Player = Callable[[pgx.State, jax.Array], jax.Array]
 
@@ -82,7 +86,7 @@ def _seat_turns(player: Player, state: pgx.State, to_move: jax.Array, capacity: 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
-    """A jitted ``(key, params_a, params_b) -> (outcome, finished, illegal)``; ``outcome[i]`` is A's
+    """A jittable ``(key, params_a, params_b) -> (outcome, finished, illegal)``; ``outcome[i]`` is A's
     final reward in game i (the players are ``act(params, state, key)``).
 
     Games ``[0, num_games // 2)`` have A moving first, the rest B. Each loop iteration gives each
@@ -143,6 +147,39 @@ def _compiled_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: i
         finished = state.terminated | state.truncated
         return outcome, finished, illegal
 
+    return run
+
+
+def match_devices(num_games: int) -> int:
+    """How many of this process's devices a match of ``num_games`` games is split over: the most
+    that give every device an even share (half its games per seat)."""
+    count = len(jax.local_devices())
+    return max(d for d in range(1, count + 1) if num_games % (2 * d) == 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
+    """``_compiled_match`` with the games split over ``match_devices(num_games)`` devices, jitted:
+    ``(key, params_a, params_b) -> (outcome, finished, illegal)`` with A's first-seat games first."""
+    devices = match_devices(num_games)
+    local = _compiled_match(env, act_a, act_b, num_games // devices, max_steps)
+    if devices == 1:
+        return jax.jit(local)
+    mesh = Mesh(np.array(jax.local_devices()[:devices]), ("games",))
+
+    def per_device(keys: jax.Array, params_a: Any, params_b: Any):
+        outcome, finished, illegal = local(keys[0], params_a, params_b)
+        return outcome[None], finished[None], illegal[None]
+
+    split, same = PartitionSpec("games"), PartitionSpec()
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(split, same, same), out_specs=split, check_vma=False)
+
+    def run(key: jax.Array, params_a: Any, params_b: Any):
+        outcome, finished, illegal = sharded(jax.random.split(key, devices), params_a, params_b)
+        share = num_games // devices // 2  # each device's games: A first, then B first
+        seat_major = lambda x: jnp.concatenate([x[:, :share].ravel(), x[:, share:].ravel()])  # noqa: E731
+        return seat_major(outcome), seat_major(finished), illegal.sum()
+
     return jax.jit(run)
 
 
@@ -194,7 +231,7 @@ def play_match(
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got max_steps={max_steps}")
     (act_a, params_a), (act_b, params_b) = _act_and_params(player_a), _act_and_params(player_b)
-    outcome, finished, illegal = _compiled_match(env, act_a, act_b, num_games, max_steps)(key, params_a, params_b)
+    outcome, finished, illegal = _sharded_match(env, act_a, act_b, num_games, max_steps)(key, params_a, params_b)
     half = num_games // 2
     result: dict = _fractions(outcome)
     result["score"] = result["win"] + 0.5 * result["draw"]
