@@ -9,11 +9,6 @@ CartPole trains about 8% faster and compiles about 1 s sooner with the hash writ
 The hash is the same 20-round Threefry-2x32, so every random number stays bit-identical (tested
 against the published known-answer vectors and against JAX's own lowering).
 
-``permutation(key, n)`` is a uniformly random permutation drawn with single-operand sorts of
-packed keys (random high bits, the position in the low bits): about 4x faster on CPU than
-``jax.random.permutation``'s key-value sort, which PPO calls once per epoch (a different random
-stream from JAX's, equally deterministic).
-
 ``install()`` registers the lowering for the CPU platform through JAX's public extension API
 (``jax.extend.random.threefry2x32_p`` and ``jax.interpreters.mlir``); ``import rl`` calls it.
 Other platforms keep JAX's lowering.
@@ -66,28 +61,6 @@ def threefry2x32(key0: jax.Array, key1: jax.Array, count0: jax.Array, count1: ja
     for block in range(5):
         x = four_rounds_and_key_injection(block, x)
     return x
-
-
-def permutation(key: jax.Array, n: int) -> jax.Array:
-    """A uniformly random permutation of ``arange(n)`` (int32), for static ``n`` up to 2**24.
-
-    Each round sorts uint32 words whose low bits hold the current position and whose high bits are
-    random, so one sort of a single array (no key-value comparator) reorders the positions by the
-    random keys, ties broken by position. Rounds compose; as in ``jax.random.permutation`` their
-    number makes ties unlikely (at most about ``n**-1`` chance that any tie decides an order).
-    """
-    if not 1 <= n <= 2**24:
-        raise ValueError(f"permutation: n must be in [1, 2**24], got {n}")
-    index_bits = max(1, int(np.ceil(np.log2(n))))
-    random_bits = 32 - index_bits
-    rounds = max(1, int(np.ceil(3 * np.log(max(n, 2)) / (random_bits * np.log(2)))))
-    low = np.uint32((1 << index_bits) - 1)
-    positions = jnp.arange(n, dtype=jnp.uint32)
-    perm = jnp.arange(n, dtype=jnp.int32)
-    for round_key in jax.random.split(key, rounds):
-        words = (jax.random.bits(round_key, (n,), jnp.uint32) & ~low) | positions
-        perm = perm[(jnp.sort(words) & low).astype(jnp.int32)]
-    return perm
 
 
 def install() -> None:

@@ -34,7 +34,7 @@ from models.actor_critic import (
     gaussian_log_prob,
     masked_logits,
 )
-from rl import cpu_random, envs
+from rl import envs
 from rl.errors import ConfigError
 from rl.gae import gae
 from rl.losses import OBJECTIVES, clipped_value_loss, normalize
@@ -568,14 +568,14 @@ def make_learner(config: PPOConfig) -> Learner:
         whole environment sequences (time kept first) for the GRU."""
         m = config.num_minibatches
         if config.recurrent:
-            perm = cpu_random.permutation(key, config.num_envs)
+            perm = jax.random.permutation(key, config.num_envs)
             hidden0 = data["hidden0"][perm].reshape(m, -1, config.gru_size)
             sequences = {k: v for k, v in data.items() if k != "hidden0"}
             sequences = jax.tree.map(
                 lambda x: jnp.moveaxis(x[:, perm].reshape(x.shape[0], m, -1, *x.shape[2:]), 1, 0), sequences
             )
             return {**sequences, "hidden0": hidden0}
-        perm = cpu_random.permutation(key, config.batch_size)
+        perm = jax.random.permutation(key, config.batch_size)
         return jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:])[perm].reshape(m, -1, *x.shape[2:]), data)
 
     def update(state: TrainState, hp: PPOHParams) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -77,3 +77,24 @@ def test_twin_mlp_on_wide_inputs_equals_two_separate_mlps():
     joint = net.apply(params, obs)
     np.testing.assert_allclose(joint.logits, net.apply(params, obs, method=net.policy)[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(joint.value, net.apply(params, obs, method=net.value), rtol=1e-5, atol=1e-5)
+
+
+def test_conv3x3_is_the_patch_matmul_in_value_and_gradient():
+    from models.actor_critic import conv3x3, patches3x3
+
+    images = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 7, 2))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (18, 5))
+    bias = jax.random.normal(jax.random.PRNGKey(2), (5,))
+
+    def by_patches(x, k, b):
+        return patches3x3(x) @ k + b
+
+    np.testing.assert_allclose(conv3x3(images, kernel, bias), by_patches(images, kernel, bias), rtol=1e-5, atol=1e-5)
+    weights = jax.random.normal(jax.random.PRNGKey(3), (3, 6, 7, 5))
+    grads = jax.grad(lambda *a: jnp.sum(weights * jnp.tanh(conv3x3(*a))), (0, 1, 2))(images, kernel, bias)
+    expected = jax.grad(lambda *a: jnp.sum(weights * jnp.tanh(by_patches(*a))), (0, 1, 2))(images, kernel, bias)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # under vmap over a batch of params (runs), too
+    batched = jax.vmap(conv3x3, in_axes=(None, 0, 0))(images, jnp.stack([kernel, -kernel]), jnp.stack([bias, bias]))
+    np.testing.assert_allclose(batched[1], by_patches(images, -kernel, bias), rtol=1e-5, atol=1e-5)

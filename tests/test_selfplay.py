@@ -1,6 +1,7 @@
 """Self-play on pgx boards through the core learner: the board-game environment (seats, signs,
 opponents), legal moves, the experiment's contract, load_agent, resume and bad input."""
 
+import dataclasses
 import json
 import shutil
 
@@ -189,3 +190,33 @@ def test_alphazero_smoke_run_and_load_agent(tmp_path):
         assert action.dtype == jnp.int32
         assert np.asarray(state.legal_action_mask)[np.arange(8), np.asarray(action)].all()
         state = jax.vmap(env.step)(state, action)
+
+
+def test_alphazero_games_shard_over_devices_with_one_state_per_run(tmp_path):
+    """game_shards = 2: one run on a (runs, data) mesh of 2 devices, each playing half the games;
+    both devices keep the same state, and the metrics count every game of the run."""
+    from rl import runner
+    from rl.selfplay import alphazero
+
+    tiny = alphazero.AlphaZeroConfig(num_updates=2, selfplay_games=8, selfplay_steps=6, num_simulations=4,
+                                     train_steps=2, train_batch=8, replay_positions=96, channels=4, blocks=1)
+    assert tiny.with_game_shards(1, 8).game_shards == 8
+    assert tiny.with_game_shards(2, 8).game_shards == 4
+    assert tiny.with_game_shards(3, 2).game_shards == 1
+    with pytest.raises(ConfigError, match="game_shards"):
+        dataclasses.replace(tiny, game_shards=3).validate()
+    config = dataclasses.replace(tiny, game_shards=2)
+    learner = alphazero.make_learner("tic_tac_toe", config)
+    assert learner.data_parallel == 2
+    hparams = jax.tree.map(lambda x: np.asarray(x)[None], alphazero.default_hparams(config))
+    result = runner.run(learner, np.asarray(jax.random.split(jax.random.PRNGKey(0), 1)), hparams, tmp_path / "run",
+                        {}, progress=False, devices=jax.devices()[:2])
+    assert result.num_devices == 2
+    for leaf in jax.tree.leaves(result.state):
+        shards = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
+    assert int(result.state.update_step[0]) == 2
+    # every position of the 8 games x 6 moves is either a known-outcome replay entry or pending
+    assert result.records[-1]["replay_positions"][0] <= 2 * 8 * 6
+    assert result.records[-1]["mean_game_length"][0] * result.records[-1]["games_finished"][0] == pytest.approx(48)

@@ -52,7 +52,7 @@ class AlphaZeroConfig:
     """games played in parallel"""
     selfplay_steps: int = 32
     """moves of every game per update"""
-    num_updates: int = 100
+    num_updates: int = 200
     """updates (self-play + training rounds)"""
     replay_positions: int = 65_536
     """positions kept in the replay (the most recent)"""
