@@ -33,7 +33,8 @@ What could not be matched exactly (the peer runs as it is):
   stem, residual blocks of two 3x3 convolutions, a 2-channel policy head and a 1-channel value
   head with a hidden layer of ``channels``), but the example's ``AZNet`` adds BatchNorm (inference
   mode in self-play; pre-activation ``resnet_v2``, its default) and uses ``hk.Conv2D``, where ours
-  has no normalisation and computes each 3x3 convolution as a matmul over ``patches3x3``.
+  has no normalisation; its 3x3 convolutions are ``models.actor_critic.conv3x3`` (XLA's
+  convolution, as haiku's).
 - Search: both ``mctx.gumbel_muzero_policy`` with ``qtransform_completed_by_mix_value``, gumbel
   scale 1 and 16 considered actions (mctx's default, which the example keeps). Our model step
   also passes random keys to ``env.step``, gives discount +1 when the same player moves again and
@@ -100,6 +101,8 @@ class Args:
 
 def device_counts(args: Args) -> list[int]:
     """The device counts to time (``--devices``, or 1 and all devices), validated."""
+    if args.alphazero.game_shards:
+        raise ConfigError("game_shards", "bench_selfplay splits the games over --devices; leave --game-shards at 0")
     counts = list(dict.fromkeys(args.devices or (1, jax.device_count())))
     for count in counts:
         if not 1 <= count <= jax.device_count():

@@ -6,7 +6,9 @@ Importing ``rl`` sets up JAX's CPU backend for many independent runs (accelerato
   (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, ``JAX_NUM_CPU_DEVICES=N`` or
   ``jax.config``). Batches of runs (seeds, sweep points, population members) shard over the
   largest number of devices that divides their count (``rl.sharding``), so on a CPU-only machine
-  they use every core when the count allows. Results match one device to float tolerance (tested).
+  they use every core when the count allows. Results match one device to float tolerance (tested),
+  except for learners that split one run over several devices (``Learner.data_parallel``), whose
+  random numbers are drawn per device.
   Import ``rl`` before running any JAX computation.
 - JAX's Threefry random-number hash is lowered on CPU as straight-line code instead of a loop
   (``rl.cpu_random``): bit-identical random numbers, ~8% faster PPO on CartPole (README: Benchmark).

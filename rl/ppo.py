@@ -123,6 +123,9 @@ class PPOConfig:
     random_opponent_prob: float = 0.0
     """board games (rl.envs.is_policy_opponent): probability that a game's opponent plays uniformly
     random legal moves instead (an anchor that keeps weak lines of play in the data)"""
+    opponent_random_move_prob: float = 0.0
+    """board games: probability that any one move of a policy opponent is a uniformly random legal
+    move (opponents that play on well from positions their policy would not reach)"""
 
     @property
     def policy_objective(self) -> str:
@@ -211,6 +214,8 @@ class PPOConfig:
             raise ConfigError("latest_opponent_prob", f"must be in [0, 1], got {self.latest_opponent_prob}")
         if not 0.0 <= self.random_opponent_prob <= 1.0:
             raise ConfigError("random_opponent_prob", f"must be in [0, 1], got {self.random_opponent_prob}")
+        if not 0.0 <= self.opponent_random_move_prob <= 1.0:
+            raise ConfigError("opponent_random_move_prob", f"must be in [0, 1], got {self.opponent_random_move_prob}")
         env = envs.make(self.env)[0]
         if envs.is_self_play(env) or envs.is_policy_opponent(env):
             if self.recurrent:
@@ -401,6 +406,23 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
     return Policy(network, continuous, envs.has_action_mask(env), act, sample, mode, log_prob_and_entropy, probs)
 
 
+def make_opponent_act(policy: Policy, obs_shape: tuple[int, ...], random_move_prob: float = 0.0) -> Callable:
+    """A board-game opponent's ``act(candidate, obs, mask, key) -> action`` at one raw observation:
+    the policy's sample with ``candidate["params"]``, or a uniformly random legal move when
+    ``candidate["uniform"]`` (the random player) and, with probability ``random_move_prob``, for any
+    candidate."""
+
+    def act(candidate: dict[str, Any], obs: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+        _, logits, log_std = policy.act(candidate["params"], None, obs.reshape(1, *obs_shape), jnp.ones((1,), bool))
+        uniform = candidate["uniform"]
+        if random_move_prob > 0:  # its own key: runs without it keep their random stream
+            uniform = uniform | jax.random.bernoulli(jax.random.fold_in(key, 1), random_move_prob)
+        logits = jnp.where(uniform, jnp.zeros_like(logits), logits)
+        return policy.sample(key, logits, log_std, mask[None])[0]
+
+    return act
+
+
 def no_legal_action(mask: jax.Array | None) -> jax.Array:
     """How many rows of a legal-action mask allow nothing (0 without masks)."""
     return jnp.zeros((), jnp.int32) if mask is None else jnp.sum(~mask.any(-1))
@@ -421,12 +443,7 @@ def make_learner(config: PPOConfig) -> Learner:
     relabeler = config.trajectory_reward
     obs_shape = vec_env.observation_space(default_env_params).shape
 
-    def opponent_act(candidate: dict[str, Any], obs: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
-        """A board-game opponent's move at one raw observation: the policy's sample with the
-        candidate's params, or a uniformly random legal move for the random candidate."""
-        _, logits, log_std = policy.act(candidate["params"], None, obs.reshape(1, *obs_shape), jnp.ones((1,), bool))
-        logits = jnp.where(candidate["uniform"], jnp.zeros_like(logits), logits)
-        return policy.sample(key, logits, log_std, mask[None])[0]
+    opponent_act = make_opponent_act(policy, obs_shape, config.opponent_random_move_prob)
 
     def env_params_for(state: TrainState, hp: PPOHParams) -> Any:
         """The run's env params, with the opponent of a self-play environment bound to them."""

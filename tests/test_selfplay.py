@@ -149,6 +149,8 @@ def test_selfplay_resume_repeats_the_uninterrupted_run(selfplay_run):
     (["--algo", "nope"], "algo: unknown algo 'nope'"),
     (["--search-simulations", "0"], "search_simulations: must be >= 1"),
     (["--eval-games", "7"], "eval_games: must be a positive even number"),
+    (["--algo", "alphazero", "--game-shards", "3"], "game_shards: 3 devices do not split the 256"),
+    (["--opponent-random-move-prob", "1.5"], "opponent_random_move_prob: must be in [0, 1]"),
 ])
 def test_bad_input_gives_one_line(args, message):
     done = run_cli("experiments.selfplay", *args, "--out", "/tmp/never-written-selfplay", timeout=120)
@@ -209,8 +211,9 @@ def test_alphazero_games_shard_over_devices_with_one_state_per_run(tmp_path):
     learner = alphazero.make_learner("tic_tac_toe", config)
     assert learner.data_parallel == 2
     hparams = jax.tree.map(lambda x: np.asarray(x)[None], alphazero.default_hparams(config))
-    result = runner.run(learner, np.asarray(jax.random.split(jax.random.PRNGKey(0), 1)), hparams, tmp_path / "run",
-                        {}, progress=False, devices=jax.devices()[:2])
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
+    result = runner.run(learner, keys, hparams, tmp_path / "run", {}, progress=False, devices=jax.devices()[:2],
+                        chunk_updates=1, checkpoint_seconds=0)
     assert result.num_devices == 2
     for leaf in jax.tree.leaves(result.state):
         shards = [np.asarray(shard.data) for shard in leaf.addressable_shards]
@@ -220,3 +223,33 @@ def test_alphazero_games_shard_over_devices_with_one_state_per_run(tmp_path):
     # every position of the 8 games x 6 moves is either a known-outcome replay entry or pending
     assert result.records[-1]["replay_positions"][0] <= 2 * 8 * 6
     assert result.records[-1]["mean_game_length"][0] * result.records[-1]["games_finished"][0] == pytest.approx(48)
+    # a run cut after update 1 (its last checkpoint and metrics line gone) resumes to the same state
+    shutil.copytree(tmp_path / "run", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "2")
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "cut" / "metrics.jsonl").write_text(lines[0])
+    resumed = runner.run(learner, keys, hparams, tmp_path / "cut", {}, progress=False, devices=jax.devices()[:2],
+                         chunk_updates=1, checkpoint_seconds=0, resume=True)
+    for a, b in zip(jax.tree.leaves(result.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.records == result.records
+
+
+def test_opponent_random_moves_come_with_their_probability():
+    """A policy opponent that always wants the centre plays it unless a random move is drawn."""
+    from rl.ppo import make_opponent_act
+
+    config = PPOConfig(env="pgx/tic_tac_toe", num_envs=4, num_minibatches=1)
+    vec_env, env_params = envs.make_vec_env(config.env, 1)
+    policy = make_policy(config, vec_env, env_params)
+    obs = jnp.zeros(vec_env.observation_space(env_params).shape)
+    params = policy.network.init(jax.random.PRNGKey(0), obs)
+    params["params"]["actor_head"]["bias"] = jnp.zeros(9).at[4].set(30.0)
+    candidate = {"params": params, "uniform": jnp.bool_(False)}
+    mask = jnp.ones(9, bool).at[0].set(False)
+    keys = jax.random.split(jax.random.PRNGKey(1), 4000)
+    for prob in (0.0, 0.5, 1.0):
+        act = jax.jit(jax.vmap(make_opponent_act(policy, obs.shape, prob), in_axes=(None, None, None, 0)))
+        counts = np.bincount(np.asarray(act(candidate, obs, mask, keys)), minlength=9) / 4000
+        assert counts[0] == 0  # never illegal
+        np.testing.assert_allclose(counts[4], (1 - prob) + prob / 8, atol=0.03)

@@ -84,8 +84,8 @@ class AlphaZeroConfig:
         if self.game_shards < 0:
             raise ConfigError("game_shards", f"must be >= 0 (0: automatic), got {self.game_shards}")
         if self.game_shards and self.selfplay_games % self.game_shards:
-            raise ConfigError("selfplay_games", f"{self.selfplay_games} games do not split over game_shards = "
-                                                f"{self.game_shards} devices")
+            raise ConfigError("game_shards", f"{self.game_shards} devices do not split the {self.selfplay_games} "
+                                             "selfplay_games evenly")
 
     def with_game_shards(self, num_runs: int, device_count: int) -> AlphaZeroConfig:
         """This config with ``game_shards`` resolved for ``num_runs`` runs on ``device_count`` devices:
