@@ -83,9 +83,10 @@ class AlphaZeroConfig:
             raise ConfigError("replay_positions", f"must hold at least train_batch = {self.train_batch} positions")
         if self.game_shards < 0:
             raise ConfigError("game_shards", f"must be >= 0 (0: automatic), got {self.game_shards}")
-        if self.game_shards and self.selfplay_games % self.game_shards:
-            raise ConfigError("game_shards", f"{self.game_shards} devices do not split the {self.selfplay_games} "
-                                             "selfplay_games evenly")
+        for field in ("selfplay_games", "train_batch"):
+            if self.game_shards and getattr(self, field) % self.game_shards:
+                raise ConfigError("game_shards", f"{self.game_shards} devices do not split the {getattr(self, field)} "
+                                                 f"{field} evenly")
 
     def with_game_shards(self, num_runs: int, device_count: int) -> AlphaZeroConfig:
         """This config with ``game_shards`` resolved for ``num_runs`` runs on ``device_count`` devices:
@@ -96,7 +97,8 @@ class AlphaZeroConfig:
                 raise ConfigError("game_shards", f"{self.game_shards} does not divide the {device_count} devices")
             return self
         free = max(1, device_count // max(1, num_runs))
-        shards = max(d for d in range(1, free + 1) if self.selfplay_games % d == 0 and device_count % d == 0)
+        shards = max(d for d in range(1, free + 1)
+                     if self.selfplay_games % d == 0 and self.train_batch % d == 0 and device_count % d == 0)
         return dataclasses.replace(self, game_shards=shards)
 
 
@@ -240,9 +242,10 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
 
     With ``config.game_shards = d > 1`` (resolve 0 first: ``with_game_shards``) the learner is
     data-parallel (``Learner.data_parallel = d``): on each of its ``d`` devices it plays its share
-    of the games (with its own random keys), the self-play records are gathered over the devices,
-    and every device then makes the same replay and training update, so the state stays the same
-    on all of them. Self-play, the bulk of the work, is split; training is repeated."""
+    of the games (with its own random keys) and the self-play records are gathered over the
+    devices, so every device makes the same replay; each training step draws a share of the
+    minibatch per device and averages the gradients over the devices, so the state stays the same
+    on all of them."""
     config.validate()
     env, network = make_network(game, config)
     num_actions, batch = env.num_actions, config.selfplay_games
@@ -313,10 +316,14 @@ def make_learner(game: str, config: AlphaZeroConfig) -> Learner:
 
         def train_step(carry, step_key):
             params, opt_state = carry
-            index = jax.random.choice(step_key, config.replay_positions, (config.train_batch,), p=sample_p)
+            if shards > 1:  # each device draws its share of the minibatch; gradients averaged over devices
+                step_key = jax.random.fold_in(step_key, jax.lax.axis_index(sharding.DATA_AXIS))
+            index = jax.random.choice(step_key, config.replay_positions, (config.train_batch // shards,), p=sample_p)
             data = {"observation": replay.observation[index], "policy": replay.policy[index],
                     "value": replay.value[index], "legal": replay.legal[index]}
             (total, aux), grads = grad_fn(params, hp, data)
+            if shards > 1:
+                (total, aux), grads = jax.lax.pmean(((total, aux), grads), sharding.DATA_AXIS)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), {"total_loss": total, **aux}
 
