@@ -4,8 +4,10 @@
 
 ``--algo ppo`` trains the core PPO learner on ``pgx/<game>``: one shared policy plays both seats
 against its latest self and a pool of frozen past snapshots (``--opponent-pool``), all inside the
-compiled loop. Training writes the core's run directory (config.json, metrics.jsonl, checkpoints,
-``--resume``) plus snapshots of the agent across training (``--snapshots``).
+compiled loop. ``--algo alphazero`` splits each run's games and minibatches over the devices
+the other seeds leave free (``--game-shards``; rl.selfplay.alphazero). Training writes the core's
+run directory (config.json, metrics.jsonl, checkpoints, ``--resume``) plus snapshots of the agent
+across training (``--snapshots``).
 
 The evaluation, in summary.json, printed and plotted (evaluation.png): win/draw/loss of the final
 agent (its most likely legal move) from both seats against uniform random play and against pure

@@ -14,6 +14,10 @@ One update of the learner (a pure function the core runner compiles, checkpoints
 4. **Training**: ``train_steps`` Adam steps on minibatches drawn uniformly from the replay:
    cross-entropy to the search policy (illegal moves masked) plus the squared value error.
 
+With ``game_shards = d > 1`` one run spreads over ``d`` devices: each plays ``selfplay_games / d``
+of the games and draws ``train_batch / d`` of each minibatch, the records are gathered and the
+gradients averaged over the devices (``make_learner``).
+
 The network (``PolicyValueNet``) is a small residual conv net for board observations ``[H, W, C]``
 (``models.actor_critic.conv3x3``: XLA's convolution forward, the patch matmul's gradient) and an MLP for flat
 ones. ``player(config, params)`` plays with search (no root noise); ``player_from_run`` loads one.
