@@ -85,7 +85,7 @@ def _seat_turns(player: Player, state: pgx.State, to_move: jax.Array, capacity: 
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
+def _match_fn(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
     """A jittable ``(key, params_a, params_b) -> (outcome, finished, illegal)``; ``outcome[i]`` is A's
     final reward in game i (the players are ``act(params, state, key)``).
 
@@ -159,10 +159,10 @@ def match_devices(num_games: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _sharded_match(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
-    """``_compiled_match`` with the games split over ``match_devices(num_games)`` devices, jitted:
+    """``_match_fn`` with the games split over ``match_devices(num_games)`` devices, jitted:
     ``(key, params_a, params_b) -> (outcome, finished, illegal)`` with A's first-seat games first."""
     devices = match_devices(num_games)
-    local = _compiled_match(env, act_a, act_b, num_games // devices, max_steps)
+    local = _match_fn(env, act_a, act_b, num_games // devices, max_steps)
     if devices == 1:
         return jax.jit(local)
     mesh = Mesh(np.array(jax.local_devices()[:devices]), ("games",))
