@@ -84,7 +84,6 @@ def _seat_turns(player: Player, state: pgx.State, to_move: jax.Array, capacity: 
     return index, actions
 
 
-@functools.lru_cache(maxsize=64)
 def _match_fn(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, max_steps: int | None):
     """A jittable ``(key, params_a, params_b) -> (outcome, finished, illegal)``; ``outcome[i]`` is A's
     final reward in game i (the players are ``act(params, state, key)``).
