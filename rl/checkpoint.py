@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from rl.errors import RunError
+from rl.errors import ConfigError, RunError
 
 
 class Checkpoints:
@@ -87,3 +88,26 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def read_snapshot(run_dir: str | Path, update: int | None = None, run: int = 0) -> tuple[int, Any]:
+    """``(update, learner state of run ``run``)`` of snapshot ``update`` (default: the last) in
+    ``run_dir/snapshots``, or of the final checkpoint when the run kept no snapshots."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "snapshots" if (run_dir / "snapshots").is_dir() else run_dir / "checkpoints"
+    if not folder.is_dir():
+        raise ConfigError("run_dir", f"{run_dir} holds no trained agent (no snapshots/ or checkpoints/)")
+    store = Checkpoints(folder)
+    step = store.latest_step() if update is None else update
+    if step is None:
+        raise ConfigError("run_dir", f"{folder} holds no complete checkpoint")
+    state, _ = store.restore(step)
+    store.close()
+    state = state.get("learner", state)  # checkpoints hold the runner's carry, snapshots the learner state
+    return step, jax.tree.map(lambda leaf: np.asarray(leaf)[run], state)
+
+
+def snapshot_updates(run_dir: str | Path) -> list[int]:
+    """The updates at which ``run_dir`` kept a snapshot, in order."""
+    folder = Path(run_dir) / "snapshots"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []

@@ -82,6 +82,23 @@ def test_env_draws_each_games_opponent_from_the_pool_weights():
     assert abs(np.asarray(states.seat).mean() - 0.5) < 0.05
 
 
+def test_random_openings_play_zero_to_max_legal_moves_before_the_seats_are_dealt():
+    """``opening_plies=2``: games start after 0, 1 or 2 random moves (each a third of the time),
+    then the opponent replies if the learner sits second; it is always the learner's turn."""
+    env, _ = envs.make("pgx/tic_tac_toe")
+    params = scripted_params(env).replace(opening_plies=jnp.asarray(2))
+    _, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(jax.random.split(jax.random.PRNGKey(0), 3000), params)
+    marks = np.asarray(states.game._x.board >= 0).sum(axis=1)
+    assert (np.asarray(states.game.current_player) == np.asarray(states.seat)).all()
+    assert not np.asarray(states.game.terminated).any()
+    # k random moves, then one reply when the learner sits second: k or k + 1 marks, half and half
+    np.testing.assert_allclose(np.bincount(marks, minlength=4) / len(marks), [1 / 6, 1 / 3, 1 / 3, 1 / 6], atol=0.03)
+    openings = {tuple(board) for board in np.asarray(states.game._x.board)[marks == 2]}
+    assert len(openings) > 40  # the random moves cover the board (72 boards have one X and one O)
+    _, fresh = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 200), scripted_params(env))
+    assert np.asarray(fresh.game._x.board >= 0).sum(axis=1).max() <= 1  # no random opening by default
+
+
 def test_bad_game_ids_fail_with_one_clear_error():
     with pytest.raises(ConfigError, match="one-player pgx game"):
         envs.make("pgx/2048")

@@ -16,11 +16,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from models.actor_critic import masked_logits
 from rl import envs
-from rl.checkpoint import Checkpoints
+from rl.checkpoint import read_snapshot, snapshot_updates  # noqa: F401 (re-exported)
 from rl.errors import ConfigError
 from rl.selfplay.arena import ParamPlayer, Player
 
@@ -49,29 +48,6 @@ def ppo_act(config: Any, greedy: bool = True) -> Callable[[Any, Any, jax.Array],
 def ppo_player(config: Any, params: Any, greedy: bool = True) -> ParamPlayer:
     """The PPO policy of ``config`` with ``params`` (one run's) as a player."""
     return ParamPlayer(ppo_act(config, greedy), params)
-
-
-def read_snapshot(run_dir: str | Path, update: int | None = None, run: int = 0) -> tuple[int, Any]:
-    """``(update, learner state of run ``run``)`` of snapshot ``update`` (default: the last) in
-    ``run_dir/snapshots``, or of the final checkpoint when the run kept no snapshots."""
-    run_dir = Path(run_dir)
-    folder = run_dir / "snapshots" if (run_dir / "snapshots").is_dir() else run_dir / "checkpoints"
-    if not folder.is_dir():
-        raise ConfigError("run_dir", f"{run_dir} holds no trained agent (no snapshots/ or checkpoints/)")
-    store = Checkpoints(folder)
-    step = store.latest_step() if update is None else update
-    if step is None:
-        raise ConfigError("run_dir", f"{folder} holds no complete checkpoint")
-    state, _ = store.restore(step)
-    store.close()
-    state = state.get("learner", state)  # checkpoints hold the runner's carry, snapshots the learner state
-    return step, jax.tree.map(lambda leaf: np.asarray(leaf)[run], state)
-
-
-def snapshot_updates(run_dir: str | Path) -> list[int]:
-    """The updates at which ``run_dir`` kept a snapshot, in order."""
-    folder = Path(run_dir) / "snapshots"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -11,7 +11,10 @@ acting player's sign.
 The opponent lives in the env params (``OpponentPolicy``): a policy function (static) and a stack
 of candidate parameters with the probability of each (the latest policy and frozen snapshots of a
 pool, ``rl.opponents``). Each game draws its opponent when it starts and keeps it to its end, all
-inside the compiled loop. The core learner binds the opponent before every rollout
+inside the compiled loop. ``opening_plies`` (an env param) starts each game after a uniformly drawn
+number of uniformly random moves, from 0 to ``opening_plies``, made before the seats are dealt: the
+learner then meets every opening followed by strong play, not only the lines its own pool opens
+with. (A game that the random moves already ended is a finished episode with reward 0.) The core learner binds the opponent before every rollout
 (``rl.envs.is_policy_opponent``). Environment ids are ``pgx/<game>`` (``pgx/tic_tac_toe``,
 ``pgx/connect_four``, ``pgx/othello``, ``pgx/go_9x9``, ...): any two-player pgx game, no code per game.
 """
@@ -71,6 +74,7 @@ class BoardGameState(environment.EnvState):
 class BoardGameParams(environment.EnvParams):
     max_steps_in_episode: int = 100_000  # games end by their own rules (pgx truncates long ones)
     opponent: OpponentPolicy | None = None
+    opening_plies: int = 0  # at most this many uniformly random moves open each game (number drawn uniformly)
 
 
 class BoardGameSelfPlay(environment.Environment):
@@ -120,11 +124,26 @@ class BoardGameSelfPlay(environment.Environment):
         reward = jnp.where(moves, after.rewards[state.seat], 0.0)
         return state.replace(game=game), reward
 
+    def _random_opening(self, key: jax.Array, game: Any, max_plies: jax.Array) -> Any:
+        """``game`` after a uniformly drawn number (0 to ``max_plies``) of uniformly random legal moves."""
+        count_key, moves_key = jax.random.split(key)
+        plies = jax.random.randint(count_key, (), 0, max_plies + 1)
+
+        def play(ply: jax.Array, game: Any) -> Any:
+            act_key, step_key = jax.random.split(jax.random.fold_in(moves_key, ply))
+            action = uniform_act(None, game.observation, game.legal_action_mask, act_key)
+            after = self.game.step(game, action, step_key)
+            moves = (ply < plies) & ~(game.terminated | game.truncated)
+            return jax.tree.map(lambda new, old: jnp.where(moves, new, old), after, game)
+
+        return jax.lax.fori_loop(0, max_plies, play, game)
+
     def reset_env(self, key: jax.Array, params: BoardGameParams) -> tuple[jax.Array, BoardGameState]:
         game_key, seat_key, pick_key, move_key = jax.random.split(key, 4)
         weights = params.opponent.weights
+        game = self._random_opening(jax.random.fold_in(key, 1), self.game.init(game_key), params.opening_plies)
         state = BoardGameState(
-            game=self.game.init(game_key),
+            game=game,
             seat=jax.random.bernoulli(seat_key).astype(jnp.int32),
             opponent=jax.random.choice(pick_key, weights.shape[0], p=weights),
             time=jnp.zeros((), jnp.int32),
