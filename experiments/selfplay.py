@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from experiments.common import RunArgs, cli, format_table, repeat_runs, seed_keys
-from rl import records, runner
+from rl import envs, records, runner
 from rl.errors import ConfigError
 from rl.ppo import PPOConfig, default_hparams, make_learner
 from rl.selfplay import agents, alphazero, arena, elo, games, search, solver
@@ -59,9 +59,11 @@ class Args:
     """ppo (self-play PPO with an opponent pool) or alphazero (mctx search with a policy-value net)"""
     snapshots: int = 8
     """agent snapshots kept across training (besides the initial one) for the Elo table"""
+    opening_plies: int = 4
+    """(ppo) each training game opens with 0 to this many uniformly random moves (number drawn uniformly)"""
     run: RunArgs = RunArgs(num_seeds=1, eval_episodes=0)
     ppo: PPOConfig = PPOConfig(
-        env="pgx/tic_tac_toe", total_timesteps=30_000_000, num_envs=256, num_steps=32, lr=3e-4, ent_coef=0.03,
+        env="pgx/tic_tac_toe", total_timesteps=20_000_000, num_envs=256, num_steps=32, lr=3e-4, ent_coef=0.03,
         hidden_sizes=(128, 128), opponent_pool=32, pool_interval=20, latest_opponent_prob=0.3,
         random_opponent_prob=0.3,
     )
@@ -75,6 +77,8 @@ class Args:
             raise ConfigError("algo", f"unknown algo {self.algo!r}; known: {', '.join(ALGOS)}")
         if self.snapshots < 1:
             raise ConfigError("snapshots", f"must be >= 1, got {self.snapshots}")
+        if self.opening_plies < 0:
+            raise ConfigError("opening_plies", f"must be >= 0, got {self.opening_plies}")
         ev = self.evaluation
         for name in ("eval_games", "search_games", "elo_games"):
             value = getattr(ev, name)
@@ -100,8 +104,10 @@ def train(args: Args, out: Path) -> dict[str, Any]:
     if args.algo == "ppo":
         config = args.ppo_config()
         learner = make_learner(config)
-        hparams = repeat_runs(default_hparams(config), args.run.num_seeds)
+        env_params = envs.make(config.env)[1].replace(opening_plies=args.opening_plies)
+        hparams = repeat_runs(default_hparams(config, env_params), args.run.num_seeds)
         saved["ppo"] = dataclasses.asdict(config)
+        saved["opening_plies"] = args.opening_plies
     else:
         config = args.alphazero.with_game_shards(args.run.num_seeds, jax.device_count())
         learner = alphazero.make_learner(args.game, config)
