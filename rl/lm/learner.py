@@ -1,0 +1,467 @@
+"""One learner for language-model training on verifiable tasks: supervised warm start and the RL
+fine-tuning algorithms, as a core ``Learner`` (pure ``init``/``update``) that ``rl.runner.run``
+compiles into chunks with its progress bar, metrics.jsonl, checkpoints and exact ``--resume``.
+
+Every update of an RL algorithm samples ``prompts_per_update`` training problems, draws
+``group_size`` completions of each with the KV-cache sampler (``rl.lm.sampler``, temperature
+``temperature``), scores them with the task's exact verifier, and takes ``update_epochs`` passes of
+``num_minibatches`` gradient steps over the batch (whole groups per minibatch). Per sequence ``i``
+of a group with rewards ``r``:
+
+- ``reinforce``: ``A_i = r_i - mean(r over the batch)``; ``rloo``: ``A_i = r_i - mean_{j != i} r_j``;
+  both ``-sum_t rho_t A_i / N`` (N = ``max_new_tokens``).
+- ``grpo``: ``A_i = (r_i - mean_G r) / (std_G r + eps)``; clipped surrogate averaged over each
+  sequence's tokens, then over sequences. ``dr_grpo``: ``A_i = r_i - mean_G r``; token sums divided
+  by N. ``dapo``: GRPO's advantage, averaged over all tokens of the batch, clip-higher
+  (``clip_eps_high``), and groups whose rewards are all equal left out of the average (the
+  in-batch form of DAPO's dynamic sampling).
+- ``ppo``: token-level value head; per-token reward ``-kl_coef (log pi_old - log pi_ref)`` plus the
+  task reward on the last token; GAE (``gamma``, ``gae_lambda``, ``rl.gae``), clipped surrogate and
+  clipped value loss averaged over tokens.
+- ``dpo``: per prompt, the best and the worst of its samples (when their rewards differ) form a
+  pair; ``-log sigmoid(beta [(log pi/pi_ref)(y_w) - (log pi/pi_ref)(y_l)])``.
+- ``sppo``: ``P_i`` = the estimated probability that ``y_i`` beats the group's other samples
+  (ties 1/2); ``(log(pi_theta/pi_t)(y_i) - eta (P_i - 1/2))^2``, with ``pi_t`` the sampling policy.
+
+KL to the frozen reference (the starting parameters) with ``D = log pi_ref - log pi_theta`` per
+token: ``k1 = -D``, ``k2 = D^2/2``, ``k3 = e^D - D - 1``; as a loss term (``kl_coef``) or, with
+``kl_in_reward``, subtracted from the sequence reward (``kl_coef * sum_t k(D)`` under the sampling
+policy). ``sft`` is teacher-forced cross-entropy on the task's answer (and end-of-sequence token).
+
+Metrics per update: ``reward_mean``/``reward_std`` (also as ``episode_return``), ``zero_adv_frac``
+(groups whose rewards are all equal), ``clip_frac``, ``kl``, ``entropy``, ``response_length``,
+``samples_seen``, ``total_loss``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from models.transformer import Transformer, TransformerConfig
+from rl.errors import ConfigError
+from rl.gae import gae
+from rl.lm import tasks as task_lib
+from rl.lm.sampler import make_sampler
+from rl.lm.tokenizer import EOS, PAD, CharTokenizer
+from rl.losses import clipped_surrogate, clipped_value_loss
+from rl.ppo import Learner
+from rl.sharding import DATA_AXIS
+
+ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    """Static settings of a language-model run (sizes, budget, algorithm)."""
+
+    task: str = "multiplication"
+    algo: str = "grpo"
+    num_layers: int = 4
+    d_model: int = 128
+    num_heads: int = 4
+    max_len: int = 32
+    num_updates: int = 200
+    prompts_per_update: int = 32
+    """RL: prompts per update; SFT: problems per update"""
+    group_size: int = 8
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    update_epochs: int = 1
+    num_minibatches: int = 1
+    lr: float = 1e-4
+    warmup_updates: int = 0
+    """learning rate rises linearly over these updates"""
+    cosine_decay: bool = False
+    """learning rate decays to 0 along a cosine over the updates after the warm-up"""
+    max_grad_norm: float = 1.0
+    clip_eps: float = 0.2
+    clip_eps_high: float = 0.0
+    """upper clip of the ratio (0: clip_eps; dapo defaults to 0.28)"""
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    kl_in_reward: bool = False
+    entropy_coef: float = 0.0
+    vf_coef: float = 0.5
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    dpo_beta: float = 0.1
+    sppo_eta: float = 1.0
+    data_shards: int = 1
+    """devices that split each run's batch (data parallel: each samples and scores its share of the
+    prompts; gradients are summed over them, normalised by the whole batch's counts)"""
+    train_pool: int = 20_000
+    """training problems generated up front (sampled with replacement during training)"""
+    pool_seed: int = 0
+
+    def model_config(self, vocab_size: int) -> TransformerConfig:
+        return TransformerConfig(vocab_size=vocab_size, num_layers=self.num_layers, d_model=self.d_model,
+                                 num_heads=self.num_heads, max_len=self.max_len, value_head=True)
+
+    @property
+    def is_rl(self) -> bool:
+        return self.algo != "sft"
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per update."""
+        return self.prompts_per_update * (self.group_size if self.is_rl else 1)
+
+    def upper_clip(self) -> float:
+        return self.clip_eps_high or (0.28 if self.algo == "dapo" else self.clip_eps)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid field, before anything compiles."""
+        if self.algo not in ALGOS:
+            raise ConfigError("algo", f"unknown algo {self.algo!r}; known: {', '.join(ALGOS)}")
+        if self.task not in task_lib.TASKS:
+            raise ConfigError("task", f"unknown task {self.task!r}; known: {', '.join(task_lib.TASKS)}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError("kl_estimator", f"must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        for name in ("num_updates", "prompts_per_update", "max_new_tokens", "update_epochs", "num_minibatches",
+                     "train_pool"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.is_rl and self.group_size < 2:
+            raise ConfigError("group_size", f"RL needs at least 2 samples per prompt, got {self.group_size}")
+        if self.data_shards < 1:
+            raise ConfigError("data_shards", f"must be >= 1, got {self.data_shards}")
+        if self.prompts_per_update % (self.num_minibatches * self.data_shards):
+            raise ConfigError("num_minibatches", f"num_minibatches ({self.num_minibatches}) x data_shards "
+                              f"({self.data_shards}) must divide prompts_per_update ({self.prompts_per_update})")
+        if self.temperature <= 0 and self.is_rl:
+            raise ConfigError("temperature", f"RL samples need temperature > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("top_p", f"must be in (0, 1], got {self.top_p}")
+        for name in ("lr", "clip_eps", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
+        try:
+            self.model_config(1).validate()
+        except ValueError as error:
+            raise ConfigError("d_model", str(error)) from None
+
+
+class LMHParams(NamedTuple):
+    """Per-run hyperparameters (arrays; a vmap axis of sweeps)."""
+
+    lr: jax.Array
+    kl_coef: jax.Array
+    entropy_coef: jax.Array
+
+
+def default_hparams(config: LMConfig) -> LMHParams:
+    return LMHParams(jnp.float32(config.lr), jnp.float32(config.kl_coef), jnp.float32(config.entropy_coef))
+
+
+class LMState(NamedTuple):
+    params: Any
+    reference: Any
+    opt_state: Any
+    key: jax.Array
+    samples_seen: jax.Array
+
+
+class ProblemPool(NamedTuple):
+    """Problems as arrays: left-padded prompts ``(M, P)`` with masks, and answers ``(M, N)`` (the
+    warm-start target, EOS, then padding)."""
+
+    prompts: np.ndarray
+    prompt_mask: np.ndarray
+    answers: np.ndarray
+
+
+def encode_problems(tokenizer: CharTokenizer, problems: list[task_lib.Problem], prompt_len: int,
+                    answer_len: int) -> ProblemPool:
+    """The arrays of ``problems`` (``ValueError`` if a prompt or an answer does not fit)."""
+    prompts, mask = tokenizer.encode_prompts([p.prompt for p in problems], prompt_len)
+    answers = np.full((len(problems), answer_len), PAD, np.int32)
+    for row, problem in enumerate(problems):
+        ids = [*tokenizer.encode(problem.target), EOS]
+        if len(ids) > answer_len:
+            raise ValueError(f"answer {problem.target!r} needs {len(ids)} tokens, more than max_new_tokens={answer_len}")
+        answers[row, :len(ids)] = ids
+    return ProblemPool(prompts, mask, answers)
+
+
+def prompt_length(config: LMConfig) -> int:
+    """Prompt slots (BOS + the longest prompt of the task's ranges)."""
+    task = task_lib.make_task(config.task)
+    if isinstance(task, task_lib.Arithmetic):
+        return 1 + len(str(task.a_max)) + 1 + len(str(task.b_max)) + 1
+    digits = len(str(task.max_number))
+    return 1 + task.num_numbers * (digits + 1) + len(str(task.max_target)) + 1
+
+
+def kl_terms(reference_logprobs: jax.Array, logprobs: jax.Array, estimator: str) -> jax.Array:
+    """Per-token KL estimate with ``D = log pi_ref - log pi``: k1 = -D, k2 = D^2/2, k3 = e^D - D - 1."""
+    d = reference_logprobs - logprobs
+    if estimator == "k1":
+        return -d
+    if estimator == "k2":
+        return 0.5 * d**2
+    return jnp.exp(d) - d - 1.0
+
+
+def group_advantages(rewards: jax.Array, algo: str) -> jax.Array:
+    """Per-sequence advantages from rewards ``(prompts, G)`` (see the module docstring)."""
+    mean = rewards.mean(axis=1, keepdims=True)
+    if algo == "reinforce":
+        return rewards - rewards.mean()
+    if algo == "rloo":
+        g = rewards.shape[1]
+        return rewards - (rewards.sum(axis=1, keepdims=True) - rewards) / (g - 1)
+    if algo == "dr_grpo":
+        return rewards - mean
+    return (rewards - mean) / (rewards.std(axis=1, keepdims=True) + 1e-4)
+
+
+def win_probability(rewards: jax.Array) -> jax.Array:
+    """SPPO's ``P(y_i beats the other samples of its group)`` from rewards ``(prompts, G)`` (ties 1/2)."""
+    beats = (rewards[:, :, None] > rewards[:, None, :]) + 0.5 * (rewards[:, :, None] == rewards[:, None, :])
+    g = rewards.shape[1]
+    return (beats.sum(axis=2) - 0.5) / (g - 1)  # drop the comparison with itself (a tie)
+
+
+def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = None) -> tuple[Learner, dict[str, Any]]:
+    """The learner of ``config`` (starting from ``init_params`` when given), and its parts
+    ``{"model", "tokenizer", "task", "prompt_len"}`` for evaluation and sampling.
+
+    ``reward_fn(problem_indices, tokens) -> rewards`` (jax, ``(B,)`` float32) replaces the task's
+    verifier when given (a custom reward on the same prompts)."""
+    config.validate()
+    tokenizer = CharTokenizer()
+    model = Transformer(config.model_config(tokenizer.vocab_size))
+    task = task_lib.make_task(config.task)
+    prompt_len = prompt_length(config)
+    if prompt_len + config.max_new_tokens > config.max_len:
+        raise ConfigError("max_len", f"prompts ({prompt_len}) + max_new_tokens ({config.max_new_tokens}) exceed it")
+    problems = task.sample(np.random.default_rng(config.pool_seed), config.train_pool, "train")
+    try:
+        pool = encode_problems(tokenizer, problems, prompt_len, config.max_new_tokens)
+    except ValueError as error:
+        raise ConfigError("max_new_tokens", str(error)) from None
+    sampler = make_sampler(model, config.max_new_tokens, config.temperature, config.top_k, config.top_p)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
+    n_tokens, groups, g = config.max_new_tokens, config.prompts_per_update, config.group_size
+    shards = config.data_shards
+    local_groups = groups // shards
+    eps_low, eps_high = config.clip_eps, config.upper_clip()
+
+    def rewards_of(indices: jax.Array, tokens: jax.Array) -> jax.Array:
+        if reward_fn is not None:
+            return reward_fn(indices, tokens)
+        answers = jnp.asarray(pool.answers)[indices]
+        if isinstance(task, task_lib.Arithmetic):  # exact match of the answer and EOS, in JAX
+            return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
+
+        def verify(indices: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+            flat_i, flat_t = indices.reshape(-1), tokens.reshape(-1, tokens.shape[-1])
+            texts = [tokenizer.decode(t) for t in flat_t]
+            return task.rewards([problems[i] for i in flat_i], texts).reshape(indices.shape)
+
+        shape = jax.ShapeDtypeStruct(indices.shape, jnp.float32)
+        return jax.pure_callback(verify, shape, indices, tokens, vmap_method="expand_dims")
+
+    def forward(params: Any, prompts: jax.Array, prompt_mask: jax.Array, tokens: jax.Array, mask: jax.Array):
+        """Per-token log-probs ``(B, N)`` of ``tokens`` after ``prompts``, entropies and values."""
+        full = jnp.concatenate([prompts, tokens], axis=1)
+        full_mask = jnp.concatenate([prompt_mask, mask], axis=1)
+        positions = jnp.maximum(jnp.cumsum(full_mask, axis=1) - 1, 0)
+        logits, values, _ = model.apply(params, full, positions, full_mask)
+        logits, values = logits[:, prompt_len - 1:-1], values[:, prompt_len - 1:-1]
+        logp_all = jax.nn.log_softmax(logits)
+        logprobs = jnp.take_along_axis(logp_all, tokens[..., None], axis=-1)[..., 0]
+        entropy = -(jnp.exp(logp_all) * logp_all).sum(-1)
+        return logprobs, entropy, values
+
+    def init(key: jax.Array, hparams: LMHParams) -> LMState:
+        init_key, key = jax.random.split(key)
+        if init_params is None:
+            dummy = jnp.zeros((1, prompt_len), jnp.int32)
+            params = model.init(init_key, dummy, jnp.zeros((1, prompt_len), jnp.int32))
+        else:
+            params = jax.tree.map(jnp.asarray, init_params)
+        return LMState(params, params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
+
+    def learning_rate(hparams: LMHParams, samples_seen: jax.Array) -> jax.Array:
+        step = (samples_seen // config.batch_size).astype(jnp.float32)
+        scale = jnp.minimum(1.0, (step + 1.0) / max(config.warmup_updates, 1))
+        if config.cosine_decay:
+            progress = jnp.clip((step - config.warmup_updates) / max(config.num_updates - config.warmup_updates, 1), 0, 1)
+            scale = scale * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return hparams.lr * scale
+
+    def apply_gradients(state: LMState, hparams: LMHParams, grads: Any) -> tuple[Any, Any]:
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        lr = learning_rate(hparams, state.samples_seen)
+        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+        return params, opt_state
+
+    def local(x: jax.Array) -> jax.Array:
+        """This device's share of a batch drawn identically on every device (all of it on one)."""
+        if shards == 1:
+            return x
+        size = x.shape[0] // shards
+        return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(DATA_AXIS) * size, size)
+
+    def total(x: Any) -> Any:
+        """Sum over the devices of one run (identity on one device)."""
+        return x if shards == 1 else jax.lax.psum(x, DATA_AXIS)
+
+    def sft_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+        key, pick_key = jax.random.split(state.key)
+        index = local(jax.random.randint(pick_key, (config.prompts_per_update,), 0, len(problems)))
+        prompts, prompt_mask = jnp.asarray(pool.prompts)[index], jnp.asarray(pool.prompt_mask)[index]
+        answers = jnp.asarray(pool.answers)[index]
+        # the answer, its EOS, and nothing after it
+        mask = jnp.cumsum(answers == EOS, axis=1) - (answers == EOS) == 0
+        tokens = total(mask.sum())
+
+        def loss_fn(params):
+            logprobs, entropy, _ = forward(params, prompts, prompt_mask, answers, mask)
+            return -(logprobs * mask).sum() / tokens, entropy
+
+        (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, grads = total((loss, grads))
+        params, opt_state = apply_gradients(state, hparams, grads)
+        seen = state.samples_seen + config.prompts_per_update
+        metrics = {"total_loss": loss, "episode_return": -loss, "entropy": total((entropy * mask).sum()) / tokens,
+                   "samples_seen": seen}
+        return state._replace(params=params, opt_state=opt_state, key=key, samples_seen=seen), metrics
+
+    def rl_loss(params: Any, batch: dict[str, jax.Array], hparams: LMHParams,
+                counts: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """This device's share of the minibatch loss: sums over its samples divided by the
+        minibatch's totals over all devices (``counts``: tokens, sequences, pairs, kept tokens)."""
+        mask = batch["mask"].astype(jnp.float32)
+        logprobs, entropy, values = forward(params, batch["prompts"], batch["prompt_mask"], batch["tokens"], batch["mask"])
+        kl = kl_terms(batch["ref_logprobs"], logprobs, config.kl_estimator)
+        lengths = jnp.maximum(mask.sum(axis=1), 1.0)
+        log_ratio = (logprobs - batch["old_logprobs"]) * mask
+        ratio = jnp.exp(log_ratio)
+        token_mean = lambda x: (x * mask).sum() / counts["tokens"]  # noqa: E731
+        if config.algo == "dpo":
+            seq_delta = ((logprobs - batch["ref_logprobs"]) * mask).sum(axis=1).reshape(-1, g)
+            chosen = jnp.take_along_axis(seq_delta, batch["best"][:, None], axis=1)[:, 0]
+            rejected = jnp.take_along_axis(seq_delta, batch["worst"][:, None], axis=1)[:, 0]
+            pair_loss = -jax.nn.log_sigmoid(config.dpo_beta * (chosen - rejected))
+            policy_loss = (pair_loss * batch["has_pair"]).sum() / jnp.maximum(counts["pairs"], 1.0)
+        elif config.algo == "sppo":
+            target = config.sppo_eta * (batch["win_prob"] - 0.5)
+            policy_loss = ((log_ratio.sum(axis=1) - target) ** 2).sum() / counts["sequences"]
+        elif config.algo == "ppo":
+            policy_loss = token_mean(clipped_surrogate(ratio, batch["advantages"], eps_low, eps_high))
+            value_loss = clipped_value_loss(values, batch["old_values"], batch["returns"], eps_low, mask)
+            policy_loss = policy_loss + config.vf_coef * value_loss * mask.sum() / counts["tokens"]
+        else:
+            per_token = clipped_surrogate(ratio, batch["advantages"][:, None], eps_low, eps_high) * mask
+            if config.algo == "grpo":
+                policy_loss = (per_token.sum(axis=1) / lengths).sum() / counts["sequences"]
+            elif config.algo == "dapo":
+                kept = batch["informative"][:, None] * mask
+                policy_loss = (per_token * kept).sum() / jnp.maximum(counts["kept"], 1.0)
+            else:  # dr_grpo, reinforce, rloo: token sums over a constant length
+                policy_loss = (per_token.sum(axis=1) / n_tokens).sum() / counts["sequences"]
+        kl_loss = 0.0 if config.kl_in_reward or config.algo == "ppo" else hparams.kl_coef * token_mean(kl)
+        loss = policy_loss + kl_loss - hparams.entropy_coef * token_mean(entropy)
+        stats = {"clip_frac": token_mean(jnp.abs(ratio - 1.0) > eps_low), "kl": token_mean(kl),
+                 "entropy": token_mean(entropy)}
+        return loss, stats
+
+    def rl_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+        key, pick_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
+        all_rows = jnp.arange(config.batch_size)
+        index = local(jnp.repeat(jax.random.randint(pick_key, (groups,), 0, len(problems)), g))
+        prompts, prompt_mask = jnp.asarray(pool.prompts)[index], jnp.asarray(pool.prompt_mask)[index]
+        sample = sampler(state.params, prompts, prompt_mask, sample_key, local(all_rows))
+        tokens, mask = sample.tokens, sample.mask
+        rewards = rewards_of(index, tokens)
+        ref_logprobs, _, _ = forward(state.reference, prompts, prompt_mask, tokens, mask)
+        if config.algo == "ppo" or config.temperature != 1.0:
+            old_logprobs, _, old_values = forward(state.params, prompts, prompt_mask, tokens, mask)
+        else:  # at temperature 1 the sampler's log-probs are the policy's own
+            old_logprobs, old_values = sample.logprobs, None
+        maskf = mask.astype(jnp.float32)
+        kl_old = kl_terms(ref_logprobs, old_logprobs, config.kl_estimator) * maskf
+        shaped = rewards - hparams.kl_coef * kl_old.sum(axis=1) if config.kl_in_reward and config.algo != "ppo" else rewards
+        grouped = shaped.reshape(local_groups, g)
+        batch = {"prompts": prompts, "prompt_mask": prompt_mask, "tokens": tokens, "mask": mask,
+                 "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs}
+        if config.algo == "ppo":
+            lengths = mask.sum(axis=1)
+            last = jax.nn.one_hot(lengths - 1, n_tokens) * (lengths > 0)[:, None]
+            # PPO's KL to the reference is always part of the per-token reward (k1 under the sampling policy)
+            token_rewards = rewards[:, None] * last - hparams.kl_coef * (old_logprobs - ref_logprobs) * maskf
+            ended = last.astype(bool) | ~mask
+            values = old_values * maskf
+            next_values = jnp.concatenate([values[:, 1:], jnp.zeros((values.shape[0], 1))], axis=1)
+            advantages, returns = gae(token_rewards.T, values.T, next_values.T, ended.T, ended.T, config.gamma,
+                                      config.gae_lambda)
+            advantages = advantages.T * maskf
+            count = total(maskf.sum())
+            adv_mean = total(advantages.sum()) / count
+            adv_std = jnp.sqrt(total((((advantages - adv_mean) * maskf) ** 2).sum()) / count)
+            batch.update(advantages=(advantages - adv_mean) / (adv_std + 1e-8), returns=returns.T, old_values=values)
+        elif config.algo == "dpo":
+            batch.update(best=jnp.argmax(grouped, axis=1), worst=jnp.argmin(grouped, axis=1),
+                         has_pair=(grouped.max(axis=1) > grouped.min(axis=1)).astype(jnp.float32))
+        elif config.algo == "sppo":
+            batch.update(win_prob=win_probability(grouped).reshape(-1))
+        else:
+            informative = jnp.repeat(grouped.max(axis=1) > grouped.min(axis=1), g).astype(jnp.float32)
+            if config.algo == "reinforce":  # the baseline is the mean over the whole batch
+                advantages = shaped - total(shaped.sum()) / config.batch_size
+            else:
+                advantages = group_advantages(grouped, config.algo).reshape(-1)
+            batch.update(advantages=advantages, informative=informative)
+        # the minibatch axis splits whole groups (DPO and SPPO compare samples within a group)
+        per_group_keys = ("best", "worst", "has_pair")
+        per_group = {k: v if k in per_group_keys else v.reshape(local_groups, -1, *v.shape[1:])
+                     for k, v in batch.items()}
+
+        def epoch(carry, epoch_key):
+            params, opt_state = carry
+            order = jax.random.permutation(epoch_key, local_groups).reshape(config.num_minibatches, -1)
+
+            def minibatch(carry, rows):
+                params, opt_state = carry
+                mb = {k: v[rows] if k in per_group_keys else v[rows].reshape(-1, *v.shape[2:])
+                      for k, v in per_group.items()}
+                mb_mask = mb["mask"].astype(jnp.float32)
+                counts = total({"tokens": mb_mask.sum(), "sequences": jnp.float32(mb_mask.shape[0]),
+                                "pairs": mb.get("has_pair", jnp.zeros(1)).sum(),
+                                "kept": (mb.get("informative", jnp.zeros(1))[:, None] * mb_mask).sum()})
+                (loss, stats), grads = jax.value_and_grad(rl_loss, has_aux=True)(params, mb, hparams, counts)
+                loss, stats, grads = total((loss, stats, grads))
+                params, opt_state = apply_gradients(state._replace(params=params, opt_state=opt_state), hparams, grads)
+                return (params, opt_state), {"total_loss": loss, **stats}
+
+            return jax.lax.scan(minibatch, (params, opt_state), order)
+
+        (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                                  jax.random.split(shuffle_key, config.update_epochs))
+        seen = state.samples_seen + config.batch_size
+        by_group = rewards.reshape(local_groups, g)
+        reward_mean = total(rewards.sum()) / config.batch_size
+        metrics = {k: v.mean() for k, v in stats.items()}
+        metrics.update(
+            episode_return=reward_mean, reward_mean=reward_mean,
+            reward_std=jnp.sqrt(jnp.maximum(total((rewards**2).sum()) / config.batch_size - reward_mean**2, 0.0)),
+            zero_adv_frac=total((by_group.max(axis=1) == by_group.min(axis=1)).sum()) / groups,
+            response_length=total(maskf.sum()) / config.batch_size, samples_seen=seen,
+        )
+        return LMState(params, state.reference, opt_state, key, seen), metrics
+
+    update = rl_update if config.is_rl else sft_update
+    learner = Learner(init=init, update=update, num_updates=config.num_updates,
+                      env_steps_per_update=config.batch_size, data_parallel=shards)
+    return learner, {"model": model, "tokenizer": tokenizer, "task": task, "prompt_len": prompt_len}

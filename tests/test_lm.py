@@ -1,0 +1,253 @@
+"""Language-model RL: the transformer and its KV cache, the sampler, tokenizer, tasks and verifiers,
+the advantage and KL maths, and the experiment's contract (warm start, RL, resume, load_policy)."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from models.transformer import Transformer, TransformerConfig
+from rl.lm import learner as lm_learner
+from rl.lm import load_policy, tasks
+from rl.lm.policy import pass_at_k
+from rl.lm.sampler import filter_logits, make_recompute_sampler, make_sampler
+from rl.lm.tokenizer import BOS, EOS, PAD, CharTokenizer
+
+TOKENIZER = CharTokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    config = TransformerConfig(vocab_size=TOKENIZER.vocab_size, num_layers=2, d_model=32, num_heads=4, max_len=32,
+                               value_head=True)
+    model = Transformer(config)
+    prompts, mask = TOKENIZER.encode_prompts(["12*34=", "5+6=", "999*99=", "7="])
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(prompts), jnp.zeros(prompts.shape, jnp.int32))
+    return model, params, prompts, mask
+
+
+def full_forward_logprobs(model, params, prompts, mask, tokens):
+    full = np.concatenate([prompts, tokens], 1)
+    full_mask = np.concatenate([mask, np.ones(tokens.shape, bool)], 1)
+    positions = np.maximum(np.cumsum(full_mask, 1) - 1, 0)
+    logits, _, _ = model.apply(params, full, positions, full_mask)
+    logp = jax.nn.log_softmax(logits)[:, prompts.shape[1] - 1:-1]
+    return np.take_along_axis(np.asarray(logp), tokens[..., None], -1)[..., 0]
+
+
+def test_kv_cache_sampler_matches_recomputing_the_prefix_and_returns_true_logprobs(tiny_model):
+    model, params, prompts, mask = tiny_model
+    greedy = make_sampler(model, 10, temperature=0.0)(params, prompts, mask, jax.random.PRNGKey(1))
+    recomputed = np.asarray(make_recompute_sampler(model, 10)(params, prompts, mask))
+    live = np.asarray(greedy.mask)
+    np.testing.assert_array_equal(np.asarray(greedy.tokens)[live], recomputed[live])
+    sampled = make_sampler(model, 10, temperature=1.0)(params, prompts, mask, jax.random.PRNGKey(2))
+    tokens, live = np.asarray(sampled.tokens), np.asarray(sampled.mask)
+    expected = full_forward_logprobs(model, params, prompts, mask, tokens)
+    np.testing.assert_allclose(np.asarray(sampled.logprobs)[live], expected[live], atol=1e-5)
+
+
+def test_after_eos_a_completion_is_padding_with_a_false_mask(tiny_model):
+    model, params, prompts, mask = tiny_model
+    out = make_sampler(model, 12, temperature=3.0)(params, prompts, mask, jax.random.PRNGKey(3))
+    tokens, live = np.asarray(out.tokens), np.asarray(out.mask)
+    for row in range(len(tokens)):
+        ends = np.flatnonzero(tokens[row] == EOS)
+        if len(ends):  # mask true up to and including the first EOS, padding after it
+            assert live[row, :ends[0] + 1].all() and not live[row, ends[0] + 1:].any()
+            assert (tokens[row, ends[0] + 1:] == PAD).all()
+        else:
+            assert live[row].all()
+    assert np.asarray(out.logprobs)[~live].sum() == 0.0
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert np.isfinite(np.asarray(filter_logits(logits, top_k=2))).tolist() == [[True, True, False, False]]
+    assert np.isfinite(np.asarray(filter_logits(logits, top_p=0.7))).tolist() == [[True, True, False, False]]
+    assert np.isfinite(np.asarray(filter_logits(logits, top_p=0.9))).tolist() == [[True, True, True, False]]
+    assert np.isfinite(np.asarray(filter_logits(logits, top_p=0.1))).tolist() == [[True, False, False, False]]
+
+
+def test_tokenizer_left_pads_prompts_and_decodes_up_to_eos():
+    tokens, mask = TOKENIZER.encode_prompts(["1+2=", "10*3="])
+    assert tokens.shape == (2, 6) and tokens[0, 0] == PAD and tokens[0, 1] == BOS and mask.sum(1).tolist() == [5, 6]
+    assert TOKENIZER.decode([*TOKENIZER.encode("123"), EOS, *TOKENIZER.encode("9")]) == "123"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        TOKENIZER.encode("x")
+
+
+def test_arithmetic_splits_are_disjoint_and_verified_exactly():
+    task = tasks.make_task("multiplication")
+    rng = np.random.default_rng(0)
+    train = {p.prompt for p in task.sample(rng, 3000, "train")}
+    test = task.sample(rng, 300, "test")
+    assert not train & {p.prompt for p in test}
+    a, b = map(int, test[0].prompt[:-1].split("*"))
+    assert 100 <= a <= 999 and 10 <= b <= 99 and test[0].target == str(a * b)
+    assert task.rewards(test[:2], [test[0].target, "0"]).tolist() == [1.0, 0.0]
+
+
+def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():
+    task = tasks.make_task("countdown")
+    problems = task.sample(np.random.default_rng(0), 200, "train")
+    assert all(task.reward(p, p.target) == 1.0 for p in problems)
+    p = tasks.Problem("3,5,2>16:", "(3+5)*2", (3, 5, 2), 16)
+    assert task.reward(p, "2*(5+3)") == 1.0
+    assert task.reward(p, "3+5+2") == 0.1  # well formed, wrong value
+    assert task.reward(p, "(3+5)*2*2") == 0.1  # right form, a number used twice
+    assert task.reward(p, "(3+5*2") == 0.0 and task.reward(p, "") == 0.0
+    assert not {q.prompt for q in problems} & {q.prompt for q in task.sample(np.random.default_rng(1), 100, "test")}
+
+
+def test_advantages_win_probabilities_kl_estimators_and_pass_at_k():
+    rewards = jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "rloo")[0], [2 / 3, -2 / 3, -2 / 3, 2 / 3])
+    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "dr_grpo")[0], [0.5, -0.5, -0.5, 0.5])
+    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "grpo")[0], [1, -1, -1, 1], atol=1e-3)
+    assert np.all(np.asarray(lm_learner.group_advantages(rewards, "grpo")[1]) == 0)
+    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "reinforce")[0], [0.75, -0.25, -0.25, 0.75])
+    np.testing.assert_allclose(lm_learner.win_probability(rewards)[0], [5 / 6, 1 / 6, 1 / 6, 5 / 6])
+    np.testing.assert_allclose(lm_learner.win_probability(rewards)[1], [0.5] * 4)
+    ref, cur = jnp.array([-1.0]), jnp.array([-1.5])  # D = 0.5
+    assert float(lm_learner.kl_terms(ref, cur, "k1")[0]) == pytest.approx(-0.5)
+    assert float(lm_learner.kl_terms(ref, cur, "k2")[0]) == pytest.approx(0.125)
+    assert float(lm_learner.kl_terms(ref, cur, "k3")[0]) == pytest.approx(np.exp(0.5) - 1.5)
+    assert pass_at_k(8, 0, 4) == 0.0 and pass_at_k(8, 8, 4) == 1.0 and pass_at_k(8, 5, 4) == 1.0
+    assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)
+
+
+TINY = ["--num-layers", "1", "--d-model", "32", "--eval-problems", "8", "--pass-k", "1", "--eval-points", "2",
+        "--task", "addition", "--checkpoint-seconds", "0", "--no-progress", "--chunk-updates", "2"]
+
+
+@pytest.fixture(scope="module")
+def lm_runs(tmp_path_factory):
+    """A GRPO run that trains its own warm start first (4 updates, checkpoints every 2)."""
+    root = tmp_path_factory.mktemp("lm")
+    command = ["experiments.lm_rl", "--algo", "grpo", "--num-updates", "4", "--prompts-per-update", "4",
+               "--group-size", "4", "--sft-updates", "4", "--sft-batch", "16", *TINY]
+    done = run_cli(*command, "--out", str(root / "grpo"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, command
+
+
+def test_rl_trains_its_warm_start_first_and_writes_the_contract(lm_runs):
+    root, _ = lm_runs
+    summary = json.loads((root / "grpo" / "summary.json").read_text())
+    assert json.loads((root / "grpo-sft" / "config.json").read_text())["lm"]["algo"] == "sft"
+    assert summary["init"] == str(root / "grpo-sft")
+    for key in ("before", "after"):
+        assert 0.0 <= summary["pass_at_1"][key] <= 1.0 and 0.0 <= summary["pass_at_k"][key] <= 1.0
+    assert summary["pass_at_k"]["k"] == 1 and summary["samples_seen"] == 4 * 16
+    assert summary["tokens_per_second"] > 0 and summary["wall_seconds"] > 0
+    rows = [json.loads(line) for line in (root / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    for name in ("reward_mean", "reward_std", "zero_adv_frac", "clip_frac", "kl", "entropy", "response_length"):
+        assert name in rows[-1]
+    policy = load_policy(root / "grpo")
+    completions = policy.generate(["12+34=", "5+6="], max_new_tokens=6)
+    assert len(completions) == 2 and all(isinstance(c, str) and len(c) <= 6 for c in completions)
+
+
+def test_lm_resume_repeats_the_uninterrupted_run(lm_runs):
+    """Stopped after update 2 (its newer checkpoint, snapshot and summary removed, as a kill leaves
+    it), the run resumes to the same metrics and evaluation."""
+    root, command = lm_runs
+    shutil.copytree(root / "grpo", root / "resumed")
+    (root / "resumed" / "summary.json").unlink()
+    for folder in ("checkpoints", "snapshots"):
+        shutil.rmtree(root / "resumed" / folder / "4")
+    assert (root / "resumed" / "checkpoints" / "2").is_dir()
+    resumed = run_cli(*command, "--init", str(root / "grpo-sft"), "--out", str(root / "resumed"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = [(root / name / "metrics.jsonl").read_text() for name in ("grpo", "resumed")]
+    assert metrics[0] == metrics[1]
+    summaries = [json.loads((root / name / "summary.json").read_text()) for name in ("grpo", "resumed")]
+    assert summaries[0]["curve"] == summaries[1]["curve"]
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo"])
+def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
+    """Reward 1 when a completion starts with the digit 7: from a random tiny model (about 1 in 24),
+    every algorithm raises the probability of a leading 7 within 12 updates."""
+    seven = TOKENIZER.encode("7")[0]
+    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
+                                 prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
+                                 num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5)
+    learner, parts = lm_learner.make_learner(
+        config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
+    hparams = lm_learner.default_hparams(config)
+    state = learner.init(jax.random.PRNGKey(0), hparams)
+
+    def p_seven(params):
+        prompts, mask = TOKENIZER.encode_prompts(["12+34=", "5+6=", "100+9="], parts["prompt_len"])
+        out = make_sampler(parts["model"], 1, temperature=0.0)(params, prompts, mask, jax.random.PRNGKey(0))
+        logits, _, _ = parts["model"].apply(params, prompts, np.maximum(np.cumsum(mask, 1) - 1, 0), mask)
+        del out
+        return float(jax.nn.softmax(logits[:, -1])[:, seven].mean())
+
+    before = p_seven(state.params)
+    update = jax.jit(learner.update)
+    for _ in range(config.num_updates):
+        state, metrics = update(state, hparams)
+        assert np.isfinite(float(metrics["total_loss"])), (algo, metrics)
+    assert p_seven(state.params) > 2 * before + 0.05, (algo, before, p_seven(state.params))
+
+
+def test_sft_fits_the_answers():
+    config = lm_learner.LMConfig(task="addition", algo="sft", num_layers=1, d_model=32, num_updates=30, lr=3e-3,
+                                 prompts_per_update=32)
+    learner, _ = lm_learner.make_learner(config)
+    hparams = lm_learner.default_hparams(config)
+    state = learner.init(jax.random.PRNGKey(0), hparams)
+    update = jax.jit(learner.update)
+    losses = []
+    for _ in range(config.num_updates):
+        state, metrics = update(state, hparams)
+        losses.append(float(metrics["total_loss"]))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_bad_lm_flags_fail_before_compiling():
+    from experiments.lm_rl import Args
+    from rl.errors import ConfigError
+
+    for changes, field in (({"algo": "nope"}, "algo"), ({"task": "nope"}, "task"), ({"group_size": 1}, "group_size"),
+                           ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches")):
+        with pytest.raises(ConfigError, match=field):
+            Args(lm=lm_learner.LMConfig(**changes)).validate()
+    result = run_cli("experiments.lm_rl", "--algo", "nope", "--out", "/tmp/never-written-lm")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "algo" in lines[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("algo", ["sft", "grpo", "ppo"])
+def test_batch_split_over_8_devices_trains_like_one_device(algo, tmp_path):
+    """data_shards=8: each of 8 (faked CPU) devices samples and scores its share of the prompts; with
+    one minibatch per update the run matches one device to float tolerance, with one state per run."""
+    from rl import runner
+
+    def train(shards: int, devices: list) -> runner.RunResult:
+        config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
+                                     prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
+                                     data_shards=shards)
+        learner, _ = lm_learner.make_learner(
+            config, reward_fn=lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32))
+        hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
+        return runner.run(learner, keys, hparams, tmp_path / f"run{shards}", {}, progress=False, devices=devices,
+                          chunk_updates=2, checkpoint_seconds=0)
+
+    one, eight = train(1, jax.devices()[:1]), train(8, jax.devices()[:8])
+    assert eight.num_devices == 8
+    for leaf in jax.tree.leaves(eight.state.params):
+        shards = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+        assert len(shards) == 8 and all(np.array_equal(shards[0], s) for s in shards[1:])
+    for a, b in zip(jax.tree.leaves(one.state.params), jax.tree.leaves(eight.state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+    for name in ("total_loss", "episode_return", "entropy"):
+        np.testing.assert_allclose(one.records[-1][name], eight.records[-1][name], rtol=2e-4, atol=1e-6)
