@@ -98,7 +98,7 @@ class LMConfig:
     data_shards: int = 1
     """devices that split each run's batch (data parallel: each samples and scores its share of the
     prompts; gradients are summed over them, normalised by the whole batch's counts)"""
-    train_pool: int = 20_000
+    train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
 
