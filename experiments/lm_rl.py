@@ -40,11 +40,11 @@ class Args:
     init: str | None = None
     """run directory (of this script) whose final parameters start training (default: from scratch for
     sft; for RL, the default warm start trained into <out>-sft)"""
-    sft_updates: int = 1500
-    """warm start (when RL runs without --init): updates"""
+    sft_updates: int = 4000
+    """warm start (when RL runs without --init): updates (50 of warm-up, then a cosine decay)"""
     sft_lr: float = 1e-3
     """warm start: learning rate"""
-    sft_batch: int = 128
+    sft_batch: int = 64
     """warm start: problems per update"""
     eval_problems: int = 256
     """held-out problems for pass@1 and pass@k"""
@@ -69,7 +69,8 @@ class Args:
     def warm_start(self, out: Path) -> Args:
         """The arguments of the default supervised warm start of this run."""
         sft = dataclasses.replace(self.lm, algo="sft", num_updates=self.sft_updates, lr=self.sft_lr,
-                                  prompts_per_update=self.sft_batch, num_minibatches=1)
+                                  prompts_per_update=self.sft_batch, num_minibatches=1,
+                                  warmup_updates=min(50, self.sft_updates - 1), cosine_decay=True)
         return dataclasses.replace(self, lm=sft, init=None, run=dataclasses.replace(self.run, out=str(out)))
 
 

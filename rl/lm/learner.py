@@ -67,8 +67,8 @@ class LMConfig:
     d_model: int = 128
     num_heads: int = 4
     max_len: int = 32
-    num_updates: int = 200
-    prompts_per_update: int = 32
+    num_updates: int = 500
+    prompts_per_update: int = 64
     """RL: prompts per update; SFT: problems per update"""
     group_size: int = 8
     max_new_tokens: int = 8
@@ -77,7 +77,7 @@ class LMConfig:
     top_p: float = 1.0
     update_epochs: int = 1
     num_minibatches: int = 1
-    lr: float = 1e-4
+    lr: float = 5e-5
     warmup_updates: int = 0
     """learning rate rises linearly over these updates"""
     cosine_decay: bool = False
