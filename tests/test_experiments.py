@@ -13,7 +13,8 @@ from rl.ppo import HPARAM_FIELDS, PPOConfig
 
 @pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
                                     "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
-                                    "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay"])
+                                    "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay",
+                                    "experiments.lm_rl", "experiments.bench_sampler"])
 def test_help_lists_every_field_with_its_default(module):
     result = run_cli(module, "--help")
     assert result.returncode == 0
@@ -64,6 +65,16 @@ def test_minatar_comparison_runs_small(tmp_path):
     assert row["learner"] == "ours (conv torso)" and (tmp_path / "Breakout-MinAtar" / "summary.json").exists()
     ours = summary["results"]["Breakout-MinAtar"]["ours"]
     assert ours["eval_episodes"] == 128 and len(ours["eval_return_per_seed"]) == 1
+
+
+def test_bench_sampler_smoke(tmp_path):
+    """The sampler benchmark's own rows at tiny settings (the transformers peer needs its venv; not here)."""
+    from experiments import bench_sampler
+
+    result = bench_sampler.main(bench_sampler.Args(layers=1, d_model=16, heads=2, batch=8, prompt_len=4, new_tokens=4,
+                                                   repeats=1, out=str(tmp_path)))
+    assert result["kv_cache"]["tokens_per_second"] > 0 and result["recompute"]["tokens_per_second"] > 0
+    assert result["kv_cache_sharded"]["tokens_per_second"] > 0 and (tmp_path / "bench.json").exists()
 
 
 def test_bench_selfplay_smoke(tmp_path):
