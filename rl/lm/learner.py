@@ -211,11 +211,12 @@ def kl_terms(reference_logprobs: jax.Array, logprobs: jax.Array, estimator: str)
     return jnp.exp(d) - d - 1.0
 
 
-def group_advantages(rewards: jax.Array, algo: str) -> jax.Array:
-    """Per-sequence advantages from rewards ``(prompts, G)`` (see the module docstring)."""
+def group_advantages(rewards: jax.Array, algo: str, batch_mean: jax.Array | None = None) -> jax.Array:
+    """Per-sequence advantages from rewards ``(prompts, G)`` (see the module docstring); REINFORCE's
+    baseline is ``batch_mean`` when given (the mean over a batch split across devices)."""
     mean = rewards.mean(axis=1, keepdims=True)
     if algo == "reinforce":
-        return rewards - rewards.mean()
+        return rewards - (rewards.mean() if batch_mean is None else batch_mean)
     if algo == "rloo":
         g = rewards.shape[1]
         return rewards - (rewards.sum(axis=1, keepdims=True) - rewards) / (g - 1)
@@ -418,10 +419,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             batch.update(win_prob=win_probability(grouped).reshape(-1))
         else:
             informative = jnp.repeat(grouped.max(axis=1) > grouped.min(axis=1), g).astype(jnp.float32)
-            if config.algo == "reinforce":  # the baseline is the mean over the whole batch
-                advantages = shaped - total(shaped.sum()) / config.batch_size
-            else:
-                advantages = group_advantages(grouped, config.algo).reshape(-1)
+            batch_mean = total(shaped.sum()) / config.batch_size  # REINFORCE's baseline: the whole batch
+            advantages = group_advantages(grouped, config.algo, batch_mean).reshape(-1)
             batch.update(advantages=advantages, informative=informative)
         # the minibatch axis splits whole groups (DPO and SPPO compare samples within a group)
         per_group_keys = ("best", "worst", "has_pair")
