@@ -341,7 +341,10 @@ class Learner(NamedTuple):
     ``data_parallel = d > 1`` asks the runner to give each run ``d`` devices: ``update`` then runs
     on all of them with the same (replicated) state, and may split its batch over the mesh axis
     ``rl.sharding.DATA_AXIS`` (``jax.lax.axis_index`` / ``all_gather``), returning the same new
-    state on every device."""
+    state on every device. ``state_specs``, when given, is a tree of ``PartitionSpec`` matching the state
+    of one run (over that run's dimensions): leaves whose spec names ``DATA_AXIS`` are stored split
+    over the run's devices (fully sharded data parallel), and ``init`` and ``update`` return (and
+    ``update`` sees) each device's slice of them."""
 
     init: Callable[[jax.Array, PPOHParams], TrainState]
     update: Callable[[TrainState, PPOHParams], tuple[TrainState, dict[str, jax.Array]]]
@@ -349,6 +352,7 @@ class Learner(NamedTuple):
     env_steps_per_update: int
     evaluate: Callable[..., dict[str, jax.Array]] | None = None
     data_parallel: int = 1
+    state_specs: Any = None
 
 
 class Policy(NamedTuple):

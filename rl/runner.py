@@ -155,7 +155,12 @@ def run(
     padded = sharding.padded_size(num_runs, mesh)
     keys_on_mesh = sharding.shard_runs(sharding.pad_runs(keys, padded), mesh)
     hparams = sharding.shard_runs(sharding.pad_runs(hparams, padded), mesh)
-    init = sharding.map_over_runs(lambda key, hp: {"learner": learner.init(key, hp), "failed": jnp.bool_(False)}, mesh)
+    run_spec = PartitionSpec(sharding.AXIS)
+    carry_specs: Any = run_spec
+    if learner.state_specs is not None:  # leaves of the state split over each run's devices
+        carry_specs = {"learner": sharding.run_specs(learner.state_specs), "failed": run_spec}
+    init = sharding.map_over_runs(lambda key, hp: {"learner": learner.init(key, hp), "failed": jnp.bool_(False)},
+                                  mesh, out_specs=carry_specs)
 
     done, train_seconds, history, failed_at = 0, 0.0, [], np.zeros(num_runs, np.int64)
     check_backends(loggers)
@@ -163,9 +168,10 @@ def run(
     checkpoints = Checkpoints(out / "checkpoints")
     metrics_path = out / "metrics.jsonl"
     if resume:  # restore before compiling: a damaged run directory costs no compile
-        run_sharding = NamedSharding(mesh, PartitionSpec(sharding.AXIS))
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run_sharding),
-                              jax.eval_shape(init, keys_on_mesh, hparams))
+        shapes = jax.eval_shape(init, keys_on_mesh, hparams)
+        specs = jax.tree.map(lambda _: run_spec, shapes) if learner.state_specs is None else carry_specs
+        target = jax.tree.map(lambda x, spec: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, spec)),
+                              shapes, specs)
         done, carry, meta = checkpoints.restore_latest(target)
         train_seconds = float(meta["train_seconds"])
         failed_at = np.asarray(meta.get("failed_at", failed_at), np.int64)
@@ -188,7 +194,7 @@ def run(
 
             return jax.lax.scan(step, carry, None, length=length)
 
-        return sharding.map_over_runs(body, mesh)
+        return sharding.map_over_runs(body, mesh, (carry_specs, run_spec), (carry_specs, run_spec))
 
     start_time = time.perf_counter()
     if not resume:
@@ -271,7 +277,7 @@ def run(
         def play(carry: dict[str, Any], hp: Any, key: jax.Array) -> dict[str, jax.Array]:
             return learner.evaluate(carry["learner"], hp, jax.random.fold_in(key, 1), eval_episodes, eval_greedy)
 
-        played = sharding.map_over_runs(play, mesh)(carry, hparams, keys_on_mesh)
+        played = sharding.map_over_runs(play, mesh, (carry_specs, run_spec, run_spec))(carry, hparams, keys_on_mesh)
         evaluation = {name: value[:num_runs] for name, value in sharding.to_host(played).items()}
         eval_seconds = time.perf_counter() - tick
     return RunResult(carry["learner"], history, compile_seconds, train_seconds, total * learner.env_steps_per_update,

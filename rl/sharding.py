@@ -9,7 +9,9 @@ each keeps only its own shard, and ``to_host`` gathers results back to every pro
 A learner that splits one run's batch over several devices (``Learner.data_parallel``) gets a 2-D
 mesh ``(runs, data)``: runs are laid over the first axis as before, and every run's state is
 replicated over the devices of the second, where its ``update`` may use collectives over
-``DATA_AXIS``.
+``DATA_AXIS``. A learner may also store leaves of its state split over ``DATA_AXIS``
+(``Learner.state_specs``, fully sharded data parallel): ``run_specs`` turns its per-run
+``PartitionSpec`` tree into the specs of the batched state.
 """
 
 from __future__ import annotations
@@ -76,15 +78,24 @@ def shard_runs(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(place, tree)
 
 
-def map_over_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+def run_specs(per_run: Any) -> Any:
+    """Specs of a batched tree from a tree of per-run ``PartitionSpec`` (runs axis prepended)."""
+    return jax.tree.map(lambda spec: PartitionSpec(AXIS, *spec), per_run,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def map_over_runs(fn: Callable[..., Any], mesh: Mesh, in_specs: Any = None, out_specs: Any = None) -> Callable[..., Any]:
     """``jit(shard_map(vmap(fn)))``: every positional argument and output is batched over runs.
 
-    Runs never communicate, so shard_map's check of which values vary across devices is off: it
-    would reject loops whose carry starts as a constant (a fresh environment state inside
-    ``train``) and becomes per-device data.
+    ``in_specs``/``out_specs`` (default: every leaf split over runs only, i.e. replicated over
+    ``DATA_AXIS``) are shard_map's, for arguments or outputs with leaves also split over
+    ``DATA_AXIS`` (``run_specs``). Runs never communicate, so shard_map's check of which values
+    vary across devices is off: it would reject loops whose carry starts as a constant (a fresh
+    environment state inside ``train``) and becomes per-device data.
     """
     spec = PartitionSpec(AXIS)
-    return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+    return jax.jit(jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec if in_specs is None else in_specs,
+                                 out_specs=spec if out_specs is None else out_specs, check_vma=False))
 
 
 def to_host(tree: Any) -> Any:

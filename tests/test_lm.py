@@ -224,27 +224,43 @@ def test_bad_lm_flags_fail_before_compiling():
     assert result.returncode == 2 and len(lines) == 1 and "algo" in lines[0], result.stderr[-2000:]
 
 
-def test_batch_split_over_8_devices_trains_like_one_device(tmp_path):
+@pytest.mark.parametrize(("algo", "fsdp"), [("grpo", True), ("sft", False)])
+def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp):
     """data_shards=8: each of 8 (faked CPU) devices samples and scores its share of the prompts; with
-    one minibatch per update a GRPO run matches one device to float tolerance, with one state per run."""
+    one minibatch per update a run matches one device to float tolerance. Plain data parallel keeps
+    a whole copy of the state per device; with fsdp each device stores 1/8 of every parameter (and
+    of the reference and Adam's moments) that 8 divides."""
     from rl import runner
 
-    def train(shards: int, devices: list) -> runner.RunResult:
-        config = lm_learner.LMConfig(task="addition", algo="grpo", num_layers=1, d_model=32, num_updates=2, lr=3e-3,
+    def train(shards: int, devices: list, resume: bool = False) -> runner.RunResult:
+        config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
                                      prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
-                                     data_shards=shards, train_pool=256)
+                                     data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256)
         learner, _ = lm_learner.make_learner(
             config, reward_fn=lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32))
         hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
         keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
         return runner.run(learner, keys, hparams, tmp_path / f"run{shards}", {}, progress=False, devices=devices,
-                          chunk_updates=2, checkpoint_seconds=0)
+                          chunk_updates=2, checkpoint_seconds=0, resume=resume)
 
     one, eight = train(1, jax.devices()[:1]), train(8, jax.devices()[:8])
     assert eight.num_devices == 8
-    for leaf in jax.tree.leaves(eight.state.params):
-        shards = [np.asarray(shard.data) for shard in leaf.addressable_shards]
-        assert len(shards) == 8 and all(np.array_equal(shards[0], s) for s in shards[1:])
+    restored = train(8, jax.devices()[:8], resume=True)  # the checkpoint is read back with the same layout
+    for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(eight.state), strict=True):
+        assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    split = 0
+    for leaf in jax.tree.leaves((eight.state.params, eight.state.opt_state.mu)):
+        dim = lm_learner.split_dim(leaf.shape[1:], 8) if fsdp else -1
+        ordered = sorted(leaf.addressable_shards, key=lambda shard: shard.index[dim + 1].start or 0)
+        shards = [np.asarray(shard.data) for shard in ordered]
+        if dim < 0:
+            assert len(shards) == 8 and all(np.array_equal(shards[0], s) for s in shards[1:])
+        else:  # the run's 8 devices hold consecutive slices of the leaf
+            split += 1
+            assert all(s.shape[dim + 1] * 8 == leaf.shape[dim + 1] for s in shards)
+            np.testing.assert_array_equal(np.concatenate(shards, axis=dim + 1), np.asarray(leaf))
+    assert split > 0 if fsdp else split == 0
     for a, b in zip(jax.tree.leaves(one.state.params), jax.tree.leaves(eight.state.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
     for name in ("total_loss", "episode_return", "entropy"):

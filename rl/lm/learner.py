@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec
 
 from models.transformer import Transformer, TransformerConfig
 from rl.errors import ConfigError
@@ -98,6 +99,11 @@ class LMConfig:
     data_shards: int = 1
     """devices that split each run's batch (data parallel: each samples and scores its share of the
     prompts; gradients are summed over them, normalised by the whole batch's counts)"""
+    fsdp: bool = False
+    """with data_shards > 1: store the parameters, the reference and Adam's moments split over the
+    run's devices (fully sharded data parallel: each leaf along its largest dimension that
+    data_shards divides); an update gathers the full parameters for its compute and
+    reduce-scatters the gradients, so each device updates only its slice"""
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
@@ -134,6 +140,8 @@ class LMConfig:
             raise ConfigError("group_size", f"RL needs at least 2 samples per prompt, got {self.group_size}")
         if self.data_shards < 1:
             raise ConfigError("data_shards", f"must be >= 1, got {self.data_shards}")
+        if self.fsdp and self.data_shards < 2:
+            raise ConfigError("fsdp", "sharding the parameters needs data_shards >= 2")
         if self.prompts_per_update % (self.num_minibatches * self.data_shards):
             raise ConfigError("num_minibatches", f"num_minibatches ({self.num_minibatches}) x data_shards "
                               f"({self.data_shards}) must divide prompts_per_update ({self.prompts_per_update})")
@@ -201,6 +209,13 @@ def prompt_length(config: LMConfig) -> int:
     return 1 + task.num_numbers * (digits + 1) + len(str(task.max_target)) + 1
 
 
+def split_dim(shape: tuple[int, ...], shards: int) -> int:
+    """The dimension of a leaf that fully sharded data parallel splits over ``shards`` devices: the
+    largest one that ``shards`` divides (-1: none, the leaf is replicated)."""
+    divisible = [i for i, n in enumerate(shape) if n % shards == 0]
+    return max(divisible, key=lambda i: shape[i]) if divisible else -1
+
+
 def kl_terms(reference_logprobs: jax.Array, logprobs: jax.Array, estimator: str) -> jax.Array:
     """Per-token KL estimate with ``D = log pi_ref - log pi``: k1 = -D, k2 = D^2/2, k3 = e^D - D - 1."""
     d = reference_logprobs - logprobs
@@ -251,7 +266,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
     except ValueError as error:
         raise ConfigError("max_new_tokens", str(error)) from None
     sampler = make_sampler(model, config.max_new_tokens, config.temperature, config.top_k, config.top_p)
-    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
+    optimizer = optax.scale_by_adam()  # after clipping by the global norm (over all shards)
     n_tokens, groups, g = config.max_new_tokens, config.prompts_per_update, config.group_size
     shards = config.data_shards
     local_groups = groups // shards
@@ -284,13 +299,40 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         entropy = -(jnp.exp(logp_all) * logp_all).sum(-1)
         return logprobs, entropy, values
 
+    def fresh_params(key: jax.Array) -> Any:
+        dummy = jnp.zeros((1, prompt_len), jnp.int32)
+        return model.init(key, dummy, dummy)
+
+    # fully sharded data parallel: the dimension of each parameter split over the run's devices
+    dims = jax.tree.map(lambda x: split_dim(x.shape, shards) if config.fsdp else -1,
+                        jax.eval_shape(fresh_params, jax.random.PRNGKey(0)))
+
+    def shard(tree: Any) -> Any:
+        """This device's slices of a full tree shaped like the parameters."""
+        def cut(x: jax.Array, dim: int) -> jax.Array:
+            if dim < 0:
+                return x
+            size = x.shape[dim] // shards
+            return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(DATA_AXIS) * size, size, axis=dim)
+
+        return jax.tree.map(cut, tree, dims)
+
+    def gather(tree: Any) -> Any:
+        """The full tree from every device's slices (identity unless fsdp)."""
+        return jax.tree.map(lambda x, dim: x if dim < 0 else jax.lax.all_gather(x, DATA_AXIS, axis=dim, tiled=True),
+                            tree, dims)
+
+    def reduce_gradients(grads: Any) -> Any:
+        """Sum this device's gradients with the others' (each device keeps its slice under fsdp)."""
+        if shards == 1:
+            return grads
+        return jax.tree.map(lambda g, dim: jax.lax.psum(g, DATA_AXIS) if dim < 0 else
+                            jax.lax.psum_scatter(g, DATA_AXIS, scatter_dimension=dim, tiled=True), grads, dims)
+
     def init(key: jax.Array, hparams: LMHParams) -> LMState:
         init_key, key = jax.random.split(key)
-        if init_params is None:
-            dummy = jnp.zeros((1, prompt_len), jnp.int32)
-            params = model.init(init_key, dummy, jnp.zeros((1, prompt_len), jnp.int32))
-        else:
-            params = jax.tree.map(jnp.asarray, init_params)
+        params = fresh_params(init_key) if init_params is None else jax.tree.map(jnp.asarray, init_params)
+        params = shard(params)
         return LMState(params, params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
 
     def learning_rate(hparams: LMHParams, samples_seen: jax.Array) -> jax.Array:
@@ -302,6 +344,12 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         return hparams.lr * scale
 
     def apply_gradients(state: LMState, hparams: LMHParams, grads: Any) -> tuple[Any, Any]:
+        """Clip the summed gradients by their global norm, then one Adam step on this device's slices."""
+        pairs = list(zip(jax.tree.leaves(grads), jax.tree.leaves(dims), strict=True))
+        split = sum(jnp.sum(g**2) for g, dim in pairs if dim >= 0)  # this device's slices
+        whole = sum(jnp.sum(g**2) for g, dim in pairs if dim < 0)
+        norm = jnp.sqrt(whole + (jax.lax.psum(split, DATA_AXIS) if config.fsdp else split))
+        grads = jax.tree.map(lambda g: jnp.where(norm < config.max_grad_norm, g, g / norm * config.max_grad_norm), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         lr = learning_rate(hparams, state.samples_seen)
         params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
@@ -331,8 +379,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             logprobs, entropy, _ = forward(params, prompts, prompt_mask, answers, mask)
             return -(logprobs * mask).sum() / tokens, entropy
 
-        (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        loss, grads = total((loss, grads))
+        (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(gather(state.params))
+        loss, grads = total(loss), reduce_gradients(grads)
         params, opt_state = apply_gradients(state, hparams, grads)
         seen = state.samples_seen + config.prompts_per_update
         metrics = {"total_loss": loss, "episode_return": -loss, "entropy": total((entropy * mask).sum()) / tokens,
@@ -383,12 +431,13 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         all_rows = jnp.arange(config.batch_size)
         index = local(jnp.repeat(jax.random.randint(pick_key, (groups,), 0, len(problems)), g))
         prompts, prompt_mask = jnp.asarray(pool.prompts)[index], jnp.asarray(pool.prompt_mask)[index]
-        sample = sampler(state.params, prompts, prompt_mask, sample_key, local(all_rows))
+        params = gather(state.params)
+        sample = sampler(params, prompts, prompt_mask, sample_key, local(all_rows))
         tokens, mask = sample.tokens, sample.mask
         rewards = rewards_of(index, tokens)
-        ref_logprobs, _, _ = forward(state.reference, prompts, prompt_mask, tokens, mask)
+        ref_logprobs, _, _ = forward(gather(state.reference), prompts, prompt_mask, tokens, mask)
         if config.algo == "ppo" or config.temperature != 1.0:
-            old_logprobs, _, old_values = forward(state.params, prompts, prompt_mask, tokens, mask)
+            old_logprobs, _, old_values = forward(params, prompts, prompt_mask, tokens, mask)
         else:  # at temperature 1 the sampler's log-probs are the policy's own
             old_logprobs, old_values = sample.logprobs, None
         maskf = mask.astype(jnp.float32)
@@ -439,8 +488,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
                 counts = total({"tokens": mb_mask.sum(), "sequences": jnp.float32(mb_mask.shape[0]),
                                 "pairs": mb.get("has_pair", jnp.zeros(1)).sum(),
                                 "kept": (mb.get("informative", jnp.zeros(1))[:, None] * mb_mask).sum()})
-                (loss, stats), grads = jax.value_and_grad(rl_loss, has_aux=True)(params, mb, hparams, counts)
-                loss, stats, grads = total((loss, stats, grads))
+                (loss, stats), grads = jax.value_and_grad(rl_loss, has_aux=True)(gather(params), mb, hparams, counts)
+                loss, stats, grads = total(loss), total(stats), reduce_gradients(grads)
                 params, opt_state = apply_gradients(state._replace(params=params, opt_state=opt_state), hparams, grads)
                 return (params, opt_state), {"total_loss": loss, **stats}
 
@@ -461,6 +510,10 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         return LMState(params, state.reference, opt_state, key, seen), metrics
 
     update = rl_update if config.is_rl else sft_update
-    learner = Learner(init=init, update=update, num_updates=config.num_updates,
-                      env_steps_per_update=config.batch_size, data_parallel=shards)
+    param_specs = jax.tree.map(lambda x, dim: PartitionSpec(*(DATA_AXIS if i == dim else None for i in range(x.ndim))),
+                               jax.eval_shape(fresh_params, jax.random.PRNGKey(0)), dims)
+    state_specs = LMState(param_specs, param_specs, optax.ScaleByAdamState(PartitionSpec(), param_specs, param_specs),
+                          PartitionSpec(), PartitionSpec())
+    learner = Learner(init=init, update=update, num_updates=config.num_updates, env_steps_per_update=config.batch_size,
+                      data_parallel=shards, state_specs=state_specs if config.fsdp else None)
     return learner, {"model": model, "tokenizer": tokenizer, "task": task, "prompt_len": prompt_len}
