@@ -1,11 +1,26 @@
 """Test setup: 8 fake CPU devices (for the sharding tests) before JAX starts, and shared helpers."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+
+# One persistent compilation cache for the session, shared by this process and every child process
+# (they inherit the environment): many tests compile the same programs again (a resumed run, the
+# same config in a second process, a second call that builds new closures). It starts empty in a
+# fresh temporary directory, so nothing carries over between sessions; the cache is keyed on the
+# compiled program, so what runs is unchanged. JAX_COMPILATION_CACHE_DIR set by you is used instead.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jax-test-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import rl  # noqa: E402,F401  (sets up JAX's CPU backend before it starts)
 
