@@ -36,7 +36,7 @@ from rl.lm.policy import LMPolicy, evaluate, lm_config_from_run
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    lm: LMConfig = LMConfig()
+    lm: LMConfig = LMConfig(data_shards=0)
     init: str | None = None
     """run directory (of this script) whose final parameters start training (default: from scratch for
     sft; for RL, the default warm start trained into <out>-sft)"""
@@ -86,7 +86,8 @@ def start_params(init: str | None, config: LMConfig) -> Any:
     return read_snapshot(init)[1]["params"]
 
 
-def evaluate_run(args: Args, out: Path, parts: dict[str, Any], samples_per_update: int) -> dict[str, Any]:
+def evaluate_run(args: Args, config: LMConfig, out: Path, parts: dict[str, Any],
+                 samples_per_update: int) -> dict[str, Any]:
     """pass@1 and pass@k of every snapshot (update 0 is the start), on the same held-out problems."""
     task = parts["task"]
     problems = task.sample(np.random.default_rng(12345), args.eval_problems, "test")
@@ -96,7 +97,7 @@ def evaluate_run(args: Args, out: Path, parts: dict[str, Any], samples_per_updat
     for update in snapshot_updates(out):
         params = read_snapshot(out, update)[1]["params"]
         if policy is None:
-            policy = LMPolicy(params, args.lm)
+            policy = LMPolicy(params, config)
         policy.params = params
         result = evaluate(policy, task, problems, args.pass_k, key, prompt_len=parts["prompt_len"])
         curve.append({"update": update, "samples_seen": update * samples_per_update, **result})
@@ -133,14 +134,15 @@ def main(args: Args) -> dict[str, Any]:
             main(dataclasses.replace(args.warm_start(sft_out), run=dataclasses.replace(
                 args.run, out=str(sft_out), resume=resume)))
         init = str(sft_out)
-    start = start_params(init, args.lm)
-    learner, parts = lm_learner.make_learner(args.lm, start)
-    saved = {"lm": dataclasses.asdict(args.lm), "init": init, "seed": args.run.seed}
-    hparams = repeat_runs(lm_learner.default_hparams(args.lm), 1)
+    config = lm_learner.resolved(args.lm)
+    start = start_params(init, config)
+    learner, parts = lm_learner.make_learner(config, start)
+    saved = {"lm": dataclasses.asdict(config), "init": init, "seed": args.run.seed}
+    hparams = repeat_runs(lm_learner.default_hparams(config), 1)
     every = max(1, learner.num_updates // args.eval_points)
     result = args.run.run(learner, seed_keys(args.run.seed, 1), hparams, out, saved, snapshot_every=every)
     summary: dict[str, Any] = {"task": args.lm.task, "algo": args.lm.algo, "init": init, **runner.summarize(result)}
-    evaluation = evaluate_run(args, out, parts, learner.env_steps_per_update)
+    evaluation = evaluate_run(args, config, out, parts, learner.env_steps_per_update)
     curve = evaluation["curve"]
     summary.update(
         pass_at_1={"before": curve[0]["pass_at_1"], "after": curve[-1]["pass_at_1"]},

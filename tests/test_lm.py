@@ -216,7 +216,8 @@ def test_bad_lm_flags_fail_before_compiling():
     from rl.errors import ConfigError
 
     for changes, field in (({"algo": "nope"}, "algo"), ({"task": "nope"}, "task"), ({"group_size": 1}, "group_size"),
-                           ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches")):
+                           ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches"),
+                           ({"fsdp": True}, "fsdp"), ({"max_new_tokens": -1}, "max_new_tokens")):
         with pytest.raises(ConfigError, match=field):
             Args(lm=lm_learner.LMConfig(**changes)).validate()
     result = run_cli("experiments.lm_rl", "--algo", "nope", "--out", "/tmp/never-written-lm")

@@ -36,6 +36,7 @@ Metrics per update: ``reward_mean``/``reward_std`` (also as ``episode_return``),
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -72,7 +73,8 @@ class LMConfig:
     prompts_per_update: int = 64
     """RL: prompts per update; SFT: problems per update"""
     group_size: int = 8
-    max_new_tokens: int = 8
+    max_new_tokens: int = 0
+    """completion tokens per sample (0: the task's default, ``DEFAULT_NEW_TOKENS``)"""
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -98,7 +100,8 @@ class LMConfig:
     sppo_eta: float = 1.0
     data_shards: int = 1
     """devices that split each run's batch (data parallel: each samples and scores its share of the
-    prompts; gradients are summed over them, normalised by the whole batch's counts)"""
+    prompts; gradients are summed over them, normalised by the whole batch's counts); 0: as many
+    as possible (the largest count that divides both the devices and the prompts per minibatch)"""
     fsdp: bool = False
     """with data_shards > 1: store the parameters, the reference and Adam's moments split over the
     run's devices (fully sharded data parallel: each leaf along its largest dimension that
@@ -132,17 +135,18 @@ class LMConfig:
             raise ConfigError("task", f"unknown task {self.task!r}; known: {', '.join(task_lib.TASKS)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError("kl_estimator", f"must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        for name in ("num_updates", "prompts_per_update", "max_new_tokens", "update_epochs", "num_minibatches",
-                     "train_pool"):
+        for name in ("num_updates", "prompts_per_update", "update_epochs", "num_minibatches", "train_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.is_rl and self.group_size < 2:
             raise ConfigError("group_size", f"RL needs at least 2 samples per prompt, got {self.group_size}")
-        if self.data_shards < 1:
-            raise ConfigError("data_shards", f"must be >= 1, got {self.data_shards}")
-        if self.fsdp and self.data_shards < 2:
+        if self.max_new_tokens < 0:
+            raise ConfigError("max_new_tokens", f"must be >= 0 (0: the task's default), got {self.max_new_tokens}")
+        if self.data_shards < 0:
+            raise ConfigError("data_shards", f"must be >= 0 (0: every device), got {self.data_shards}")
+        if self.fsdp and self.data_shards == 1:
             raise ConfigError("fsdp", "sharding the parameters needs data_shards >= 2")
-        if self.prompts_per_update % (self.num_minibatches * self.data_shards):
+        if self.prompts_per_update % (self.num_minibatches * max(self.data_shards, 1)):
             raise ConfigError("num_minibatches", f"num_minibatches ({self.num_minibatches}) x data_shards "
                               f"({self.data_shards}) must divide prompts_per_update ({self.prompts_per_update})")
         if self.temperature <= 0 and self.is_rl:
@@ -209,6 +213,21 @@ def prompt_length(config: LMConfig) -> int:
     return 1 + task.num_numbers * (digits + 1) + len(str(task.max_target)) + 1
 
 
+DEFAULT_NEW_TOKENS = {"addition": 8, "multiplication": 8, "countdown": 16}
+
+
+def resolved(config: LMConfig) -> LMConfig:
+    """``config`` with its automatic fields filled in: ``max_new_tokens = 0`` by the task's default,
+    ``data_shards = 0`` by the largest count dividing both JAX's devices and the prompts of a
+    minibatch (call it after ``jax.distributed.initialize``)."""
+    if not config.max_new_tokens:
+        config = dataclasses.replace(config, max_new_tokens=DEFAULT_NEW_TOKENS[config.task])
+    if not config.data_shards:
+        shards = math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
+        config = dataclasses.replace(config, data_shards=shards, fsdp=config.fsdp and shards > 1)
+    return config
+
+
 def split_dim(shape: tuple[int, ...], shards: int) -> int:
     """The dimension of a leaf that fully sharded data parallel splits over ``shards`` devices: the
     largest one that ``shards`` divides (-1: none, the leaf is replicated)."""
@@ -254,6 +273,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
     ``reward_fn(problem_indices, tokens) -> rewards`` (jax, ``(B,)`` float32) replaces the task's
     verifier when given (a custom reward on the same prompts)."""
     config.validate()
+    config = resolved(config)
     tokenizer = CharTokenizer()
     model = Transformer(config.model_config(tokenizer.vocab_size))
     task = task_lib.make_task(config.task)

@@ -17,7 +17,7 @@ import numpy as np
 from models.transformer import Transformer
 from rl.checkpoint import read_snapshot
 from rl.errors import ConfigError
-from rl.lm.learner import LMConfig
+from rl.lm.learner import LMConfig, resolved
 from rl.lm.sampler import make_sampler
 from rl.lm.tasks import Problem
 from rl.lm.tokenizer import CharTokenizer
@@ -35,7 +35,7 @@ class LMPolicy:
     """``generate(prompts, max_new_tokens, temperature)`` with a transformer's parameters."""
 
     def __init__(self, params: Any, config: LMConfig):
-        self.params, self.config = params, config
+        self.params, self.config = params, resolved(config)
         self.tokenizer = CharTokenizer()
         self.model = Transformer(config.model_config(self.tokenizer.vocab_size))
         self.tokens_generated, self.seconds = 0, 0.0
