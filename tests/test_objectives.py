@@ -177,8 +177,11 @@ def test_discover_on_two_processes_matches_one_and_trains_anywhere(tmp_path):
     kind, params = load_objective(tmp_path / "one")
     assert kind == "ta_lpo" and params.weights["hidden"].shape == (16, 128)
 
-    ppo = run_cli("experiments.ppo", "--objective-from", str(tmp_path / "one"), "--total-timesteps", "1024",
-                  "--num-seeds", "1", "--eval-episodes", "2", "--no-progress", "--out", str(tmp_path / "ppo"))
+    # the settings of evaluate_objective's objective arm at horizon 1024 below (LPO's inner settings:
+    # --no-clip-value-loss), so that arm's compiled program comes from the session's compilation cache
+    ppo = run_cli("experiments.ppo", "--objective-from", str(tmp_path / "one"), "--env", "Acrobot-v1", "--hidden-sizes",
+                  "16", "--no-clip-value-loss", "--total-timesteps", "1024", "--num-seeds", "2", "--eval-episodes", "0",
+                  "--no-progress", "--out", str(tmp_path / "ppo"))
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     assert json.loads((tmp_path / "ppo" / "config.json").read_text())["objective_from"] == str(tmp_path / "one")
     evaluated = run_cli("experiments.evaluate_objective", "--objective", str(tmp_path / "one"), "--env", "Acrobot-v1",
@@ -218,9 +221,9 @@ def test_objective_of_another_kind_is_refused(tmp_path):
 def test_lpg_discovery_metagradient_baseline_and_held_out_evaluation(tmp_path):
     """Smoke runs of the LPG paths: ES, the truncated meta-gradient baseline, and the evaluation on
     held-out worlds beside PPO; an LPG directory is refused where a drift objective is needed."""
-    common = ["--population", "2", "--generations", "1", "--eval-episodes", "2", "--no-progress"]
-    es = run_cli("experiments.discover", "--objective", "lpg", *common, "--lpg-gru-size", "8", "--lpg-max-updates", "12",
-                 "--lpg-worlds", "3", "--out", str(tmp_path / "es"))
+    common = ["--population", "2", "--generations", "1", "--eval-episodes", "2", "--no-progress", "--lpg-gru-size", "8",
+              "--lpg-max-updates", "12", "--lpg-worlds", "3"]
+    es = run_cli("experiments.discover", "--objective", "lpg", *common, "--out", str(tmp_path / "es"))
     assert es.returncode == 0, es.stderr[-3000:]
     settings = json.loads((tmp_path / "es" / "objective.json").read_text())["lpg_config"]
     assert (settings["gru_size"], settings["max_updates"]) == (8, 12)
