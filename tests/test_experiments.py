@@ -49,11 +49,12 @@ def test_sweep_rejects_a_bad_list():
 
 
 def test_bench_runs_small(tmp_path):
-    result = bench_ppo.main(bench_ppo.Args(total_timesteps=2048, seeds=(1, 2), repeats=1, env_only_steps=4096,
+    # one seed count (the population part still times a single seed): one PPO compile and one CLI run fewer
+    result = bench_ppo.main(bench_ppo.Args(total_timesteps=2048, seeds=(2,), repeats=1, env_only_steps=4096,
                                            population=2, out=str(tmp_path)))
     whats = [row["what"] for row in result["rows"]]
     assert "PPO train, 2 seed(s) on 2 device(s)" in whats and all(row["env_steps_per_second"] > 0 for row in result["rows"])
-    assert "CLI experiments.ppo, 1 seed(s)" in whats
+    assert "CLI experiments.ppo, 2 seed(s)" in whats and "PPO train, 1 seed, timed beside the population" in whats
     assert result["rows"][-1]["what"].startswith("ES population: 2 TA-LPO lifetimes") and result["rows"][-1]["ratio_vs_single_run"] > 0
     assert (tmp_path / "bench.json").exists()
 
