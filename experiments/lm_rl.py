@@ -108,8 +108,9 @@ def plot(path: Path, curve: list[dict[str, Any]], title: str) -> None:
     plt = records.pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     seen = [c["samples_seen"] for c in curve]
-    ax.plot(seen, [c["pass_at_1"] for c in curve], marker="o", label="pass@1 (greedy)")
-    ax.plot(seen, [c["pass_at_k"] for c in curve], marker="s", label=f"pass@{curve[0]['k']}")
+    ax.plot(seen, [c["pass_at_1"] for c in curve], marker="o", color="black", label="pass@1 (greedy)")
+    for j in curve[0]["sampled_pass_at"]:
+        ax.plot(seen, [c["sampled_pass_at"][j] for c in curve], marker="s", alpha=0.8, label=f"pass@{j} (sampled)")
     ax.set_xlabel("samples seen")
     ax.set_ylabel("held-out success")
     ax.set_ylim(0, 1)

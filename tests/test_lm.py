@@ -1,6 +1,7 @@
 """Language-model RL: the transformer and its KV cache, the sampler, tokenizer, tasks and verifiers,
 the advantage and KL maths, and the experiment's contract (warm start, RL, resume, load_policy)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import run_cli
 
 from models.transformer import Transformer, TransformerConfig
+from rl.errors import ConfigError
 from rl.lm import learner as lm_learner
 from rl.lm import load_policy, tasks
 from rl.lm.policy import pass_at_k
@@ -154,6 +156,29 @@ def test_rl_trains_its_warm_start_first_and_writes_the_contract(lm_runs):
     assert len(completions) == 2 and all(isinstance(c, str) and len(c) <= 6 for c in completions)
 
 
+def test_comparison_table_runs_each_algorithm_from_one_start_and_rereads_finished_runs(lm_runs, tmp_path):
+    from experiments import lm_compare, lm_rl
+    from rl.lm.learner import LMConfig
+
+    root, _ = lm_runs
+    base = lm_rl.Args(lm=LMConfig(task="addition", num_layers=1, d_model=32, num_updates=2, prompts_per_update=4,
+                                  group_size=4, train_pool=512, data_shards=0),
+                      init=str(root / "grpo-sft"), sft_batch=8, eval_problems=8, pass_k=2, eval_points=1,
+                      run=lm_rl.RunArgs(num_seeds=1, out=str(tmp_path / "table"), progress=False, checkpoint_seconds=0,
+                                                        eval_episodes=0))
+    args = lm_compare.Args(base=base, algos=("sft", "rloo"))
+    rows = lm_compare.main(args)
+    assert [r["algo"] for r in rows] == ["sft (continued)", "rloo"]
+    assert all(r["samples"] == 2 * 4 * 4 for r in rows)  # continued SFT sees as many problems as RL samples
+    assert json.loads((tmp_path / "table" / "sft" / "config.json").read_text())["lm"]["num_updates"] == 4
+    before = (tmp_path / "table" / "rloo" / "summary.json").stat().st_mtime
+    assert lm_compare.main(args) == rows  # finished runs are read back, not run again
+    assert (tmp_path / "table" / "rloo" / "summary.json").stat().st_mtime == before
+    assert "| sft (continued) |" in (tmp_path / "table" / "table.md").read_text()
+    with pytest.raises(ConfigError, match="init"):
+        lm_compare.Args(base=dataclasses.replace(base, init=None)).validate()
+
+
 def test_lm_resume_repeats_the_uninterrupted_run(lm_runs):
     """Stopped after update 2 (its newer checkpoint, snapshot and summary removed, as a kill leaves
     it), the run resumes to the same metrics and evaluation."""
@@ -213,7 +238,6 @@ def test_sft_fits_the_answers():
 
 def test_bad_lm_flags_fail_before_compiling():
     from experiments.lm_rl import Args
-    from rl.errors import ConfigError
 
     for changes, field in (({"algo": "nope"}, "algo"), ({"task": "nope"}, "task"), ({"group_size": 1}, "group_size"),
                            ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches"),

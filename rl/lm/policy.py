@@ -66,7 +66,8 @@ class LMPolicy:
 def evaluate(policy: LMPolicy, task: Any, problems: list[Problem], k: int, key: jax.Array,
              batch_size: int = 256, prompt_len: int = 0) -> dict[str, float]:
     """Greedy pass@1 and sampled (temperature 1) pass@k with ``2k`` samples per problem on ``problems``,
-    in batches of ``batch_size`` (padded, so each setting compiles once)."""
+    in batches of ``batch_size`` (padded, so each setting compiles once). ``sampled_pass_at`` holds
+    the sampled pass@j for j = 1, 2, 4, ... up to k (the pass@k curve)."""
     n_tokens = policy.config.max_new_tokens
 
     def rewards(prompt_problems: list[Problem], temperature: float, sample_key: jax.Array) -> np.ndarray:
@@ -84,8 +85,10 @@ def evaluate(policy: LMPolicy, task: Any, problems: list[Problem], k: int, key: 
     n = 2 * k
     sampled = rewards([p for p in problems for _ in range(n)], 1.0, jax.random.fold_in(key, 1)).reshape(-1, n)
     correct = (sampled >= 1.0).sum(axis=1)
-    return {"pass_at_1": float((greedy >= 1.0).mean()), "pass_at_k": float(np.mean([pass_at_k(n, c, k) for c in correct])),
-            "reward_greedy": float(greedy.mean()), "k": k}
+    ks = sorted({*(2**i for i in range(k.bit_length()) if 2**i <= k), k})
+    sampled_pass_at = {str(j): float(np.mean([pass_at_k(n, c, j) for c in correct])) for j in ks}
+    return {"pass_at_1": float((greedy >= 1.0).mean()), "pass_at_k": sampled_pass_at[str(k)],
+            "reward_greedy": float(greedy.mean()), "k": k, "sampled_pass_at": sampled_pass_at}
 
 
 def lm_config_from_run(run_dir: str | Path) -> LMConfig:
