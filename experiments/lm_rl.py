@@ -40,7 +40,7 @@ class Args:
     init: str | None = None
     """run directory (of this script) whose final parameters start training (default: from scratch for
     sft; for RL, the default warm start trained into <out>-sft)"""
-    sft_updates: int = 4000
+    sft_updates: int = 12000
     """warm start (when RL runs without --init): updates (50 of warm-up, then a cosine decay)"""
     sft_lr: float = 1e-3
     """warm start: learning rate"""

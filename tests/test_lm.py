@@ -236,6 +236,14 @@ def test_sft_fits_the_answers():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_automatic_fields_resolve_to_the_devices_and_the_task():
+    auto = lm_learner.LMConfig(data_shards=0, max_new_tokens=0, prompts_per_update=12)
+    assert lm_learner.resolved(auto).data_shards == 4 and lm_learner.resolved(auto).max_new_tokens == 8  # gcd(8, 12)
+    countdown = lm_learner.resolved(dataclasses.replace(auto, task="countdown"))
+    assert countdown.data_shards == 1 and countdown.max_new_tokens == 16  # scored in Python: one device
+    assert lm_learner.resolved(dataclasses.replace(auto, data_shards=2)).data_shards == 2
+
+
 def test_bad_lm_flags_fail_before_compiling():
     from experiments.lm_rl import Args
 

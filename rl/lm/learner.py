@@ -219,11 +219,13 @@ DEFAULT_NEW_TOKENS = {"addition": 8, "multiplication": 8, "countdown": 16}
 def resolved(config: LMConfig) -> LMConfig:
     """``config`` with its automatic fields filled in: ``max_new_tokens = 0`` by the task's default,
     ``data_shards = 0`` by the largest count dividing both JAX's devices and the prompts of a
-    minibatch (call it after ``jax.distributed.initialize``)."""
+    minibatch (call it after ``jax.distributed.initialize``), or by 1 for a task scored in Python
+    (Countdown: a 2-device RL run of it stalled; README, language-model RL)."""
     if not config.max_new_tokens:
         config = dataclasses.replace(config, max_new_tokens=DEFAULT_NEW_TOKENS[config.task])
     if not config.data_shards:
-        shards = math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
+        python_verifier = not isinstance(task_lib.make_task(config.task), task_lib.Arithmetic)
+        shards = 1 if python_verifier else math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
         config = dataclasses.replace(config, data_shards=shards, fsdp=config.fsdp and shards > 1)
     return config
 
