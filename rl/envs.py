@@ -92,6 +92,7 @@ def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
 
 def _load_project_envs() -> None:
     # Project environments register themselves on import; importing here keeps ``make`` complete.
+    import rl.cultural  # noqa: F401
     import rl.gridworld  # noqa: F401
     import rl.probe_envs  # noqa: F401
     import rl.selfplay.games  # noqa: F401
