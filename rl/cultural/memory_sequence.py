@@ -177,9 +177,6 @@ class MemorySequence(environment.Environment):
         flags = jnp.stack([state.trial_ended.astype(jnp.float32), state.last_reward])
         return jnp.concatenate([own, flags, demos, seen])
 
-    def is_terminal(self, state: MemorySequenceState, params: MemorySequenceParams) -> jax.Array:
-        return state.time >= params.max_steps_in_episode
-
 
 for _mode in MODES:
     envs.register(f"memory_sequence/{_mode}", lambda _mode=_mode, **kwargs: MemorySequence(_mode, **kwargs))
