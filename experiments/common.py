@@ -139,6 +139,14 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: list[dict[str, Any]], columns: list[str], cell: Callable[[Any], str] | None = None) -> str:
+    """A Markdown table of ``rows`` (``cell(value) -> text``; default: as ``format_table`` prints it)."""
+    cell = cell or _fmt
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def mean_std(summary: dict[str, Any], name: str) -> str:
     """``"mean ± std"`` of ``summary[name + "_mean"]`` and ``_std``, or ``-`` when missing."""
     mean, std = summary.get(f"{name}_mean"), summary.get(f"{name}_std")

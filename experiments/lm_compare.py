@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import lm_rl
-from experiments.common import cli, format_table
+from experiments.common import cli, format_table, markdown_table
 from rl import records
 from rl.errors import ConfigError
 from rl.lm.learner import ALGOS
@@ -68,13 +68,11 @@ def row(algo: str, summary: dict[str, Any]) -> dict[str, Any]:
             "wall (s)": summary["wall_seconds"]}
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    fmt = lambda v: f"{v:.1%}" if isinstance(v, float) and abs(v) <= 1 else (  # noqa: E731
-        f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+def cell(value: Any) -> str:
+    """Fractions as percentages, counts and seconds with thousands separators."""
+    if isinstance(value, float) and abs(value) <= 1:
+        return f"{value:.1%}"
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
 
 
 def main(args: Args) -> list[dict[str, Any]]:
@@ -92,7 +90,7 @@ def main(args: Args) -> list[dict[str, Any]]:
         rows.append(row(algo, summary))
     out = Path(args.base.run.out)
     records.write_json(out / "table.json", rows)
-    (out / "table.md").write_text(markdown(rows) + "\n")
+    (out / "table.md").write_text(markdown_table(rows, list(rows[0]), cell) + "\n")
     print(format_table(rows, list(rows[0])))
     return rows
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import cli, format_table
+from experiments.common import cli, format_table, markdown_table
 from rl import records
 from rl.errors import ConfigError
 from rl.games import learners
@@ -264,8 +264,7 @@ def write_outputs(out: Path, summary: dict[str, Any], curves: dict[str, Any]) ->
     for rows, cols, title in ((suite, suite_cols, "Robinson-Goforth 2x2 suite: NashConv"), (other, other_cols, "games")):
         if rows:
             parts.append(f"{title}\n{format_table(rows, cols)}")
-            md += [f"## {title}\n", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            md += ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows] + [""]
+            md += [f"## {title}\n", markdown_table(rows, cols, _cell), ""]
     if "suite_2x2" in summary:
         s = summary["suite_2x2"]
         line = (f"2x2 suite ({s['games']} games) NashConv of the average policy: mean {s['nash_conv_average']['mean']:.4g}, "

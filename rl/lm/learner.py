@@ -224,7 +224,7 @@ def resolved(config: LMConfig) -> LMConfig:
     if not config.max_new_tokens:
         config = dataclasses.replace(config, max_new_tokens=DEFAULT_NEW_TOKENS[config.task])
     if not config.data_shards:
-        python_verifier = not isinstance(task_lib.make_task(config.task), task_lib.Arithmetic)
+        python_verifier = not task_lib.make_task(config.task).single_answer
         shards = 1 if python_verifier else math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
         config = dataclasses.replace(config, data_shards=shards, fsdp=config.fsdp and shards > 1)
     return config
@@ -298,7 +298,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         if reward_fn is not None:
             return reward_fn(indices, tokens)
         answers = jnp.asarray(pool.answers)[indices]
-        if isinstance(task, task_lib.Arithmetic):  # exact match of the answer and EOS, in JAX
+        if task.single_answer:  # exact match of the answer and EOS, in JAX
             return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
 
         def verify(indices: np.ndarray, tokens: np.ndarray) -> np.ndarray:

@@ -85,7 +85,7 @@ def evaluate(policy: LMPolicy, task: Any, problems: list[Problem], k: int, key: 
     n = 2 * k
     sampled = rewards([p for p in problems for _ in range(n)], 1.0, jax.random.fold_in(key, 1)).reshape(-1, n)
     correct = (sampled >= 1.0).sum(axis=1)
-    ks = sorted({*(2**i for i in range(k.bit_length()) if 2**i <= k), k})
+    ks = sorted({*(2**i for i in range(k.bit_length())), k})
     sampled_pass_at = {str(j): float(np.mean([pass_at_k(n, c, j) for c in correct])) for j in ks}
     return {"pass_at_1": float((greedy >= 1.0).mean()), "pass_at_k": sampled_pass_at[str(k)],
             "reward_greedy": float(greedy.mean()), "k": k, "sampled_pass_at": sampled_pass_at}

@@ -48,6 +48,9 @@ class Arithmetic:
     b_min: int = 10
     b_max: int = 99
     held_out_fraction: float = 0.05
+    single_answer = True
+    """every problem has one correct completion (the result and EOS), so a learner can score
+    completions against the answer tokens in JAX instead of calling ``rewards``"""
 
     def validate(self) -> None:
         if self.op not in "+*":
@@ -145,6 +148,8 @@ class Countdown:
     max_number: int = 20
     max_target: int = 200
     held_out_fraction: float = 0.1
+    single_answer = False
+    """many expressions reach the target: completions are scored by ``rewards`` in Python"""
 
     def validate(self) -> None:
         if self.num_numbers < 2:
