@@ -100,6 +100,9 @@ class PPOConfig:
     """use the GRU actor-critic; memory resets only at episode boundaries"""
     gru_size: int = 128
     """GRU hidden size (recurrent only)"""
+    torso_sizes: tuple[int, ...] = ()
+    """dense layers before the GRU (recurrent only); empty: one layer of hidden_sizes[0]. The
+    RL^2 agent of the cultural-accumulation study: torso 128 256, gru 256, hidden 128 128, leaky_relu"""
     normalize_obs: bool = False
     """normalise observations with running statistics (continuous control)"""
     normalize_reward: bool = False
@@ -183,6 +186,8 @@ class PPOConfig:
             raise ConfigError("activation", f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ConfigError("hidden_sizes", f"must be non-empty positive sizes, got {self.hidden_sizes}")
+        if self.torso_sizes and min(self.torso_sizes) < 1:
+            raise ConfigError("torso_sizes", f"must be positive sizes, got {self.torso_sizes}")
         if self.torso not in TORSOS:
             raise ConfigError("torso", f"unknown torso {self.torso!r}; known: {', '.join(TORSOS)}")
         if self.torso == "conv":
@@ -331,6 +336,7 @@ class EpisodeTotals(NamedTuple):
     last_return: jax.Array  # of the last episode this env finished (0 if none yet)
     last_length: jax.Array  # 0 until the env has finished an episode
     no_legal_action: jax.Array  # steps whose legal-action mask was all False
+    env_metrics: dict[str, tuple[jax.Array, jax.Array]]  # name -> (sum of value * weight, sum of weight)
 
 
 class Learner(NamedTuple):
@@ -376,7 +382,8 @@ def make_policy(config: PPOConfig, env: Any, env_params: Any) -> Policy:
     n_actions = envs.action_dim(env, env_params)
     if config.recurrent:
         network = RecurrentActorCritic(
-            n_actions, continuous, config.hidden_sizes[:1], config.gru_size, config.hidden_sizes, config.activation,
+            n_actions, continuous, config.torso_sizes or config.hidden_sizes[:1], config.gru_size, config.hidden_sizes,
+            config.activation,
             config.torso, config.conv_channels,
         )
     else:
@@ -445,12 +452,18 @@ def make_learner(config: PPOConfig) -> Learner:
     self_play = envs.is_self_play(vec_env)
     policy_opponent = envs.is_policy_opponent(vec_env)
     relabeler = config.trajectory_reward
+    follows_progress = hasattr(envs.base_env(vec_env), "at_progress")
+    env_metric_names = reported_env_metrics(vec_env)
     obs_shape = vec_env.observation_space(default_env_params).shape
 
     opponent_act = make_opponent_act(policy, obs_shape, config.opponent_random_move_prob)
 
     def env_params_for(state: TrainState, hp: PPOHParams) -> Any:
-        """The run's env params, with the opponent of a self-play environment bound to them."""
+        """The run's env params, at the run's progress (envs with ``at_progress``), with the opponent
+        of a self-play environment bound to them."""
+        if follows_progress:
+            progress = state.update_step / config.num_updates
+            hp = hp.replace(env_params=envs.base_env(vec_env).at_progress(hp.env_params, progress))
         if policy_opponent:  # the latest policy, the pool's snapshots and a random player; one per game
             latest = jax.tree.map(lambda leaf: leaf[None], jax.lax.stop_gradient(state.params))
             if state.opponents is None:
@@ -537,6 +550,9 @@ def make_learner(config: PPOConfig) -> Learner:
                 info["episode_return"],
                 info["episode_length"],
                 totals.no_legal_action + no_legal_action(mask),
+                {name: (total + jnp.sum(info["metrics"][name][0] * info["metrics"][name][1]),
+                        weight + jnp.sum(info["metrics"][name][1]))
+                 for name, (total, weight) in totals.env_metrics.items()},
             )
             transition = Transition(
                 obs, action, log_prob, reward, terminated, done, mask, info["final_observation"], hidden
@@ -545,7 +561,9 @@ def make_learner(config: PPOConfig) -> Learner:
 
         zeros = jnp.zeros((config.num_envs,), jnp.float32)
         zero_counts = jnp.zeros((config.num_envs,), jnp.int32)
-        totals = EpisodeTotals(zeros, zero_counts, zero_counts, zeros, zero_counts, jnp.zeros((), jnp.int32))
+        env_metrics = {name: (jnp.zeros(()), jnp.zeros(())) for name in env_metric_names}
+        totals = EpisodeTotals(zeros, zero_counts, zero_counts, zeros, zero_counts, jnp.zeros((), jnp.int32),
+                               env_metrics)
         carry = (state.env_state, state.obs, state.last_done, state.hidden, state.reward_scale, totals)
         carry, traj = jax.lax.scan(env_step, carry, jax.random.split(key, config.num_steps))
         env_state, obs, last_done, hidden, reward_scale, totals = carry
@@ -653,7 +671,8 @@ def make_learner(config: PPOConfig) -> Learner:
 def episode_metrics(totals: EpisodeTotals) -> dict[str, jax.Array]:
     """Mean return and length of the episodes that ended in this rollout; if none did, of the last
     episode of each environment that has finished one; NaN (missing) before any has. Also how many
-    episodes ended, and how many steps offered no legal action (must be 0)."""
+    episodes ended, how many steps offered no legal action (must be 0), and each metric the
+    environment reports (``env/<name>``: its weighted mean over the rollout, NaN if its weight was 0)."""
     finished = totals.count.sum()
     ever = totals.last_length > 0
 
@@ -661,12 +680,22 @@ def episode_metrics(totals: EpisodeTotals) -> dict[str, jax.Array]:
         fallback = jnp.where(ever.any(), jnp.sum(jnp.where(ever, last, 0)) / jnp.maximum(ever.sum(), 1), jnp.nan)
         return jnp.where(finished > 0, sum_finished.sum() / jnp.maximum(finished, 1), fallback)
 
+    env = {f"env/{name}": jnp.where(weight > 0, total / jnp.maximum(weight, 1e-12), jnp.nan)
+           for name, (total, weight) in totals.env_metrics.items()}
     return {
+        **env,
         "episode_return": mean(totals.return_sum, totals.last_return),
         "episode_length": mean(totals.length_sum.astype(jnp.float32), totals.last_length.astype(jnp.float32)),
         "episodes": finished,
         "no_legal_action": totals.no_legal_action,
     }
+
+
+def reported_env_metrics(env: Any) -> tuple[str, ...]:
+    """Names of the metrics an environment reports: an env with ``metric_names`` puts
+    ``info["metrics"] = {name: (value, weight)}`` in every step, and the learner logs the weighted
+    mean over each rollout as ``env/<name>`` (e.g. the per-trial scores of ``rl.cultural``)."""
+    return tuple(getattr(envs.base_env(env), "metric_names", ()))
 
 
 def obs_statistics(config: PPOConfig, state: TrainState) -> envs.RunningMeanStd | None:

@@ -83,7 +83,7 @@ def test_sequence_redrawn_across_episodes_and_fixed_by_seed(many_episodes):
     first = np.asarray(states.sequence[:, 0])
     assert len({tuple(s) for s in first}) == len(first)  # every episode its own sequence
     np.testing.assert_array_equal(states.sequence[:, -1], states.sequence[:, 0])  # fixed within an episode
-    params = env.default_params.replace(sequence_seed=11)
+    params = env.default_params.replace(task_seed=11)
     a = env.reset(jax.random.PRNGKey(0), params)[1].sequence
     b = env.reset(jax.random.PRNGKey(1), params)[1].sequence
     np.testing.assert_array_equal(a, b)
@@ -116,3 +116,36 @@ def test_bad_settings_fail_naming_the_field():
         MemorySequence(num_digits=1)
     with pytest.raises(ConfigError, match="seq_len"):
         envs.make("memory_sequence/in_context", seq_len=0)
+
+
+def test_replayed_demonstrators_and_ids_with_sizes():
+    env, params = envs.make("memory_sequence/in_context:seq_len=5,num_digits=4")
+    assert env.seq_len == 5 and env.num_actions == 4 and env.obs_size == 4 + 2 + 3 * 4 + 1
+    replay = np.array([[0, 1, 2, 3, 0], [3, 3, 3, 3, 3], [1, 1, 1, 1, 1]], np.int32)
+    params = params.replace(use_replay=True, replay_actions=replay, replay_lengths=np.array([5, 2, 0], np.int32),
+                            visibility=1.0)
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    for step in range(5):
+        demos = np.asarray(obs[6:18]).reshape(3, 4)
+        np.testing.assert_array_equal(demos[0], np.eye(4)[replay[0, step]])  # plays its whole trial
+        np.testing.assert_array_equal(demos[1], np.eye(4)[3] if step < 2 else np.zeros(4))  # hidden after 2 steps
+        assert not demos[2].any()  # an empty replay is never shown
+        obs, state, *_ = env.step(jax.random.PRNGKey(step), state, correct(state), params)
+    with pytest.raises(ConfigError, match="env"):
+        envs.check_env_id("memory_sequence/in_context:sequence=3")
+    with pytest.raises(ConfigError, match="mode"):
+        envs.check_env_id("memory_sequence/sideways")
+
+
+def test_env_metrics_reach_the_learner():
+    """Per-trial scores reported by the env are averaged into the learner's per-update metrics."""
+    from rl.ppo import PPOConfig, default_hparams, make_learner
+
+    config = PPOConfig(env="memory_sequence/in_context:seq_len=3,num_trials=2", num_envs=4, num_steps=16,
+                       total_timesteps=64, num_minibatches=2, recurrent=True, gru_size=8, hidden_sizes=(8,))
+    learner = make_learner(config)
+    hp = default_hparams(config)
+    _, metrics = jax.jit(learner.update)(learner.init(jax.random.PRNGKey(0), hp), hp)
+    assert {"env/trial_score", "env/trial_0_score", "env/trial_1_score"} <= set(metrics)
+    for name in ("env/trial_0_score", "env/trial_1_score"):
+        assert 0.0 <= float(metrics[name]) <= 3.0

@@ -1,4 +1,8 @@
-"""Environments of the cultural-accumulation study (``memory_sequence/in_context``, ``memory_sequence/in_weights``),
-registered with ``rl.envs`` on import."""
+"""Environments of the cultural-accumulation study (``memory_sequence/<mode>``, ``tsp/<mode>``,
+``goal_sequence/<mode>``; see ``rl.cultural.base``), registered with ``rl.envs`` on import."""
 
-from rl.cultural import memory_sequence  # noqa: F401
+from rl.cultural import (
+    goal_sequence,  # noqa: F401
+    memory_sequence,  # noqa: F401
+    tsp,  # noqa: F401
+)

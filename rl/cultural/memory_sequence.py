@@ -22,12 +22,12 @@ Two layouts (``mode``):
   visibility flag: 15 numbers for the spec's 3 digits and 3 demonstrators.
 - ``in_weights``: the demonstrators' digits one-hot and the visibility flag only (51 numbers for
   the spec's 10 digits and 5 demonstrators); use one trial per episode and a fixed
-  ``sequence_seed``, so the sequence is the same for the whole study.
+  ``task_seed``, so the sequence is the same for the whole study.
 
-The sequence is drawn at every reset, or is the one of ``sequence_seed`` when that is >= 0 (the
+The sequence is drawn at every reset, or is the one of ``task_seed`` when that is >= 0 (the
 evaluation's fixed sequence). ``info["trial_score"]`` is the number of correct digits in the trial
-that ended on this step, with ``info["trial_ended"]`` and ``info["trial"]`` (its index): the
-spec's score, correct steps before the first mistake.
+that ended on this step: the spec's score, correct steps before the first mistake. Replayed
+demonstrators (``rl.cultural.base``) show their digit for the learner's position in the sequence.
 """
 
 from __future__ import annotations
@@ -39,30 +39,23 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from rl import envs
-from rl.errors import ConfigError
-
-MODES = ("in_context", "in_weights")
+from rl.cultural.base import CulturalEnv, CulturalParams, register_cultural
 
 
 @struct.dataclass
-class MemorySequenceParams(environment.EnvParams):
+class MemorySequenceParams(CulturalParams):
     oracle_skill: float = 0.5
     """L: oracle accuracy p = 1 - 1/(1 + U L), U ~ U(0, 1) per episode"""
-    visibility: float = -1.0
-    """probability that the demonstrators are visible on a step; < 0: the per-trial schedule (T-k-1)/(T-1)"""
-    sequence_seed: int = -1
-    """>= 0: the sequence is the one of this seed (fixed); < 0: a new sequence at every reset"""
-    max_steps_in_episode: int = 1_000_000
 
 
 @struct.dataclass
 class MemorySequenceState(environment.EnvState):
     sequence: jax.Array  # [seq_len] int32
-    position: jax.Array  # index of the digit asked for next
+    position: jax.Array  # index of the digit asked for next (the step of the trial)
     trial: jax.Array  # index of the current trial
     accuracy: jax.Array  # [num_demonstrators] oracle accuracies of this episode
     demo_actions: jax.Array  # [num_demonstrators] the digits the demonstrators play on this step
+    demo_shown: jax.Array  # [num_demonstrators] whether each demonstrator plays on this step
     visible: jax.Array  # whether the demonstrators are seen on this step
     last_action: jax.Array  # -1 before the first action of the episode
     last_reward: jax.Array
@@ -71,27 +64,19 @@ class MemorySequenceState(environment.EnvState):
     time: jax.Array
 
 
-class MemorySequence(environment.Environment):
-    """Memory Sequence with noisy-oracle demonstrators (see the module docstring)."""
+class MemorySequence(CulturalEnv):
+    """Memory Sequence with noisy-oracle or replayed demonstrators (see the module docstring)."""
 
     def __init__(self, mode: str = "in_context", num_digits: int | None = None, seq_len: int = 24,
                  num_trials: int | None = None, num_demonstrators: int | None = None):
         super().__init__()
-        if mode not in MODES:
-            raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         in_context = mode == "in_context"
         self.mode = mode
         self.num_digits = num_digits if num_digits is not None else (3 if in_context else 10)
-        self.seq_len = seq_len
+        self.seq_len = self.trial_length = seq_len
         self.num_trials = num_trials if num_trials is not None else (4 if in_context else 1)
         self.num_demonstrators = num_demonstrators if num_demonstrators is not None else (3 if in_context else 5)
-        for name in ("num_digits", "seq_len", "num_trials"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.num_digits < 2:
-            raise ConfigError("num_digits", f"must be >= 2, got {self.num_digits}")
-        if self.num_demonstrators < 0:
-            raise ConfigError("num_demonstrators", f"must be >= 0, got {self.num_demonstrators}")
+        self.check_sizes(num_digits=2, seq_len=1, num_trials=1, num_demonstrators=0)
 
     @property
     def name(self) -> str:
@@ -99,7 +84,7 @@ class MemorySequence(environment.Environment):
 
     @property
     def default_params(self) -> MemorySequenceParams:
-        return MemorySequenceParams()
+        return MemorySequenceParams(**self.replay_defaults())
 
     @property
     def num_actions(self) -> int:
@@ -116,35 +101,30 @@ class MemorySequence(environment.Environment):
     def observation_space(self, params: Any = None) -> spaces.Box:
         return spaces.Box(-1.0, 1.0, (self.obs_size,), jnp.float32)
 
-    def visibility_probability(self, trial: jax.Array, params: MemorySequenceParams) -> jax.Array:
-        """Probability that the demonstrators are seen on a step of ``trial``."""
-        if self.num_trials > 1:
-            schedule = (self.num_trials - trial - 1) / (self.num_trials - 1)
-        else:
-            schedule = jnp.ones_like(trial, jnp.float32)
-        return jnp.where(params.visibility < 0, schedule, params.visibility).astype(jnp.float32)
-
     def _demonstrate(self, key: jax.Array, state: MemorySequenceState, params: MemorySequenceParams) -> MemorySequenceState:
         """Draw the demonstrators' digits and their visibility for the step at ``state.position``."""
         hit_key, digit_key, visible_key = jax.random.split(key, 3)
         correct = state.sequence[state.position]
         hits = jax.random.uniform(hit_key, (self.num_demonstrators,)) < state.accuracy
         guesses = jax.random.randint(digit_key, (self.num_demonstrators,), 0, self.num_digits)
-        visible = jax.random.uniform(visible_key) < self.visibility_probability(state.trial, params)
-        return state.replace(demo_actions=jnp.where(hits, correct, guesses).astype(jnp.int32), visible=visible)
+        oracle = jnp.where(hits, correct, guesses)
+        replay, playing = self.replayed(state.position, params)
+        return state.replace(
+            demo_actions=jnp.where(params.use_replay, replay, oracle).astype(jnp.int32),
+            demo_shown=jnp.where(params.use_replay, playing, True),
+            visible=self.draw_visible(visible_key, state.trial, params),
+        )
 
     def reset_env(self, key: jax.Array, params: MemorySequenceParams) -> tuple[jax.Array, MemorySequenceState]:
-        sequence_key, skill_key, demo_key = jax.random.split(key, 3)
-        fixed_key = jax.random.PRNGKey(jnp.maximum(params.sequence_seed, 0))
-        sequence = jnp.where(params.sequence_seed >= 0,
-                             jax.random.randint(fixed_key, (self.seq_len,), 0, self.num_digits),
-                             jax.random.randint(sequence_key, (self.seq_len,), 0, self.num_digits))
+        skill_key, demo_key = jax.random.split(key)
+        sequence = jax.random.randint(self.task_key(key, params), (self.seq_len,), 0, self.num_digits)
         skill = jax.random.uniform(skill_key, (self.num_demonstrators,))
         zero = jnp.zeros((), jnp.int32)
         state = MemorySequenceState(
             sequence=sequence.astype(jnp.int32), position=zero, trial=zero,
             accuracy=1.0 - 1.0 / (1.0 + skill * params.oracle_skill),
-            demo_actions=jnp.zeros(self.num_demonstrators, jnp.int32), visible=jnp.bool_(False),
+            demo_actions=jnp.zeros(self.num_demonstrators, jnp.int32),
+            demo_shown=jnp.ones(self.num_demonstrators, bool), visible=jnp.bool_(False),
             last_action=zero - 1, last_reward=jnp.zeros((), jnp.float32), trial_ended=jnp.bool_(False),
             trial_correct=zero, time=zero,
         )
@@ -159,7 +139,7 @@ class MemorySequence(environment.Environment):
         trial_over = ~correct | (state.position + 1 >= self.seq_len)
         trial = state.trial + trial_over.astype(jnp.int32)
         done = trial >= self.num_trials
-        info = {"trial_score": trial_correct.astype(jnp.float32), "trial_ended": trial_over, "trial": state.trial}
+        info = self.trial_info(trial_correct, trial_over, state.trial)
         state = state.replace(
             position=jnp.where(trial_over, 0, state.position + 1), trial=jnp.minimum(trial, self.num_trials - 1),
             last_action=action, last_reward=reward, trial_ended=trial_over,
@@ -169,7 +149,8 @@ class MemorySequence(environment.Environment):
         return self.get_obs(state, params), state, reward, done, info
 
     def get_obs(self, state: MemorySequenceState, params: Any = None, key: Any = None) -> jax.Array:
-        demos = jax.nn.one_hot(state.demo_actions, self.num_digits).reshape(-1) * state.visible
+        shown = (state.visible & state.demo_shown)[:, None]
+        demos = (jax.nn.one_hot(state.demo_actions, self.num_digits) * shown).reshape(-1)
         seen = state.visible.astype(jnp.float32)[None]
         if self.mode == "in_weights":
             return jnp.concatenate([demos, seen])
@@ -178,5 +159,4 @@ class MemorySequence(environment.Environment):
         return jnp.concatenate([own, flags, demos, seen])
 
 
-for _mode in MODES:
-    envs.register(f"memory_sequence/{_mode}", lambda _mode=_mode, **kwargs: MemorySequence(_mode, **kwargs))
+register_cultural("memory_sequence", MemorySequence)

@@ -1,0 +1,182 @@
+"""Generation loops of cultural accumulation (../shared/specs/cultural-accumulation.md).
+
+Two notions of a generation, both built on the core learner (``rl.ppo``) and the study's
+environments (``rl.cultural``), whose demonstrators can replay recorded trials:
+
+- **In context** (episodic generations): a trained RL^2 agent plays an episode of ``T`` trials on
+  a fixed task beside its demonstrators; the demonstrators of generation ``g`` are the agents of
+  generation ``g - 1`` replaying their last trial, sorted by its score (the trial they played from
+  their memory at the end of their second-to-last trial, alone: visibility is 0 in the last trial
+  of the schedule), or, with ``keep_best``, the best trial seen so far, replaced only by one at
+  least as good. Generation 0 sees the environment's noisy oracles.
+- **In weights** (train-time generations): a population is trained with PPO while it observes
+  the previous generation's trained agents (their greedy trials on the study's fixed task, sorted
+  by score) with a visibility annealed from 1 to 0 over the generation's training; generation 0
+  observes randomly initialised agents.
+
+A generation's score is its agents' mean score in the last trial of an episode (in weights: in an
+episode played alone, the demonstrators never visible). Agents act greedily, so an agent restarted
+from the same memory plays the same trial, which is why recorded trials stand for the agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from rl import envs
+from rl.ppo import PPOConfig, make_policy
+
+
+class Trials(NamedTuple):
+    """What one episode's trials were: per trial its score, actions and length."""
+
+    scores: jax.Array  # [T] (0 for trials not reached)
+    actions: jax.Array  # [T, trial_length] int32
+    lengths: jax.Array  # [T] steps each trial lasted
+
+
+def make_player(config: PPOConfig, env_id: str, greedy: bool = True, copy_demonstrator: bool = False) -> Callable:
+    """``play(params, env_params, reset_key, step_key) -> Trials``: one episode of ``env_id`` by
+    the policy of ``config`` with network ``params`` (its memory reset only at the episode start).
+
+    ``reset_key`` draws the task (and the oracles), so learners that share it face the same task.
+    ``copy_demonstrator`` plays demonstrator 0's action instead (the noisy-oracle baseline, with
+    the demonstrators always visible). Pure and jittable; vmap it over learners and episodes."""
+    env, default_params = envs.make_single_env(env_id)
+    policy = make_policy(config, env, default_params)
+    num_trials, trial_length = env.num_trials, env.trial_length
+
+    def play(params: Any, env_params: Any, reset_key: jax.Array, step_key: jax.Array) -> Trials:
+        obs, state = env.reset(reset_key, env_params)
+        hidden = jnp.zeros((1, config.gru_size)) if config.recurrent else None
+        empty = Trials(jnp.zeros(num_trials), jnp.zeros((num_trials, trial_length), jnp.int32),
+                       jnp.zeros(num_trials, jnp.int32))
+
+        def step(carry, inputs):
+            state, obs, hidden, trial, step_in_trial, finished, trials = carry
+            key, first = inputs
+            action_key, env_key = jax.random.split(key)
+            hidden, logits, log_std = policy.act(params, hidden, obs[None], first[None])
+            action = policy.mode(logits, None) if greedy else policy.sample(action_key, logits, log_std, None)
+            action = state.demo_actions[0] if copy_demonstrator else action[0]
+            obs, state, _, terminated, truncated, info = env.step(env_key, state, action, env_params)
+            playing = ~finished
+            ended = info["trial_ended"] & playing
+            trials = Trials(
+                trials.scores.at[trial].set(jnp.where(ended, info["trial_score"], trials.scores[trial])),
+                trials.actions.at[trial, step_in_trial].set(
+                    jnp.where(playing, action, trials.actions[trial, step_in_trial])),
+                trials.lengths.at[trial].set(jnp.where(ended, step_in_trial + 1, trials.lengths[trial])),
+            )
+            trial = jnp.minimum(trial + ended, num_trials - 1)
+            step_in_trial = jnp.where(ended, 0, jnp.minimum(step_in_trial + playing, trial_length - 1))
+            finished = finished | terminated | truncated
+            return (state, obs, hidden, trial, step_in_trial, finished, trials), None
+
+        steps = num_trials * trial_length  # every trial lasts at most trial_length steps
+        zero = jnp.zeros((), jnp.int32)
+        carry = (state, obs, hidden, zero, zero, jnp.bool_(False), empty)
+        inputs = (jax.random.split(step_key, steps), jnp.arange(steps) == 0)
+        (*_, trials), _ = jax.lax.scan(step, carry, inputs)
+        return trials
+
+    return play
+
+
+def replays_from(trials: Trials, trial: int = -1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Demonstrator replays from the trials of a generation's learners ``[..., K]``: each
+    learner's trial ``trial``, sorted by its score (best first). Returns actions ``[..., K, L]``,
+    lengths ``[..., K]`` and the sorted scores."""
+    scores = trials.scores[..., trial]
+    order = jnp.argsort(-scores, axis=-1)
+    actions = jnp.take_along_axis(trials.actions[..., trial, :], order[..., None], axis=-2)
+    lengths = jnp.take_along_axis(trials.lengths[..., trial], order, axis=-1)
+    return actions, lengths, jnp.take_along_axis(scores, order, axis=-1)
+
+
+def in_context_generations(
+    play: Callable, params: Any, env_params: Any, num_generations: int, num_episodes: int, key: jax.Array,
+    keep_best: bool = False, progress: bool = False,
+) -> np.ndarray:
+    """Episodic generations of one trained agent (``params``) on ``num_episodes`` fixed tasks.
+
+    Each generation runs ``K`` learners (the env's ``num_demonstrators``) per task; the next
+    generation's demonstrators replay their last trials sorted by score, or (``keep_best``) the
+    best trial so far, replaced only by one at least as good. Returns the per-trial scores of every
+    generation, ``[generations, episodes, K, T]``."""
+    num_demonstrators, length = env_params.replay_actions.shape
+    task_key, play_key = jax.random.split(key)
+    reset_keys = jax.random.split(task_key, num_episodes)  # the same tasks in every generation
+    per_task = jax.vmap(play, in_axes=(None, 0, 0, 0))  # episodes (tasks) with their own replays
+    per_learner = jax.vmap(per_task, in_axes=(None, None, None, 1), out_axes=1)  # K learners per task
+    generation = jax.jit(per_learner)
+    replay_actions = jnp.zeros((num_episodes, num_demonstrators, length), jnp.int32)
+    replay_lengths = jnp.zeros((num_episodes, num_demonstrators), jnp.int32)
+    best = jnp.full((num_episodes,), -jnp.inf)
+    scores = []
+    for g in tqdm(range(num_generations), disable=not progress, unit="gen", leave=False):
+        batched = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_episodes, *jnp.shape(x))), env_params)
+        batched = batched.replace(use_replay=jnp.full((num_episodes,), g > 0), replay_actions=replay_actions,
+                                  replay_lengths=replay_lengths)
+        step_keys = jax.random.split(jax.random.fold_in(play_key, g), (num_episodes, num_demonstrators))
+        trials = generation(params, batched, reset_keys, step_keys)
+        scores.append(np.asarray(trials.scores))
+        if keep_best:  # the best trial of any learner, if at least as good as the one replayed
+            flat = jax.tree.map(lambda x: x.reshape(num_episodes, -1, *x.shape[3:]), trials)
+            top = jnp.argmax(flat.scores, axis=1)
+            top_score = jnp.take_along_axis(flat.scores, top[:, None], 1)[:, 0]
+            better = top_score >= best
+            new_actions = jnp.take_along_axis(flat.actions, top[:, None, None], 1)[:, 0]
+            new_lengths = jnp.take_along_axis(flat.lengths, top[:, None], 1)[:, 0]
+            replay_actions = jnp.where(better[:, None, None], new_actions[:, None], replay_actions)
+            replay_lengths = jnp.where(better[:, None], new_lengths[:, None], replay_lengths)
+            best = jnp.where(better, top_score, best)
+        else:
+            replay_actions, replay_lengths, _ = replays_from(trials)
+    return np.stack(scores)
+
+
+def alone(env_params: Any) -> Any:
+    """``env_params`` with the demonstrators never visible (an agent's own score)."""
+    return env_params.replace(visibility=jnp.zeros_like(env_params.visibility),
+                              anneal_visibility=jnp.zeros_like(env_params.anneal_visibility))
+
+
+def in_weights_generations(
+    train: Callable[[int, Any], Any], play: Callable, initial_params: Any, env_params: Any, num_generations: int,
+    population: int, key: jax.Array, progress: bool = False,
+) -> np.ndarray:
+    """Train-time generations of ``S`` independent studies (seeds) with ``P = population`` agents each.
+
+    ``env_params`` are per study ``[S]`` (each with its fixed ``task_seed`` and
+    ``anneal_visibility``); ``initial_params`` are ``S * P`` randomly initialised networks (study
+    ``s``'s agents at ``s * P + p``), generation 0's demonstrators. ``train(g, env_params[S * P])``
+    trains generation ``g``'s ``S * P`` agents from scratch observing the replays in those params
+    and returns their network params. Each generation's demonstrators are the previous agents'
+    greedy trials played alone, sorted by score. Returns the agents' scores alone,
+    ``[generations, S, P]``."""
+    num_studies = jax.tree.leaves(env_params)[0].shape[0]
+    per_agent = jax.tree.map(lambda x: jnp.repeat(x, population, axis=0), env_params)
+    keys = jax.random.split(key, (2, num_studies * population))
+    solo = jax.jit(jax.vmap(play))
+
+    def trials_of(params: Any) -> Trials:
+        trials = solo(params, alone(per_agent), keys[0], keys[1])
+        return jax.tree.map(lambda x: x.reshape(num_studies, population, *x.shape[1:]), trials)
+
+    trials, scores = trials_of(initial_params), []
+    for g in tqdm(range(num_generations), disable=not progress, unit="gen"):
+        actions, lengths, _ = replays_from(trials)  # [S, P, L] best first
+        observed = per_agent.replace(
+            use_replay=jnp.ones_like(per_agent.use_replay),
+            replay_actions=jnp.repeat(actions, population, axis=0), replay_lengths=jnp.repeat(lengths, population, axis=0),
+        )
+        trials = trials_of(train(g, observed))
+        scores.append(np.asarray(trials.scores[..., -1]))
+    return np.stack(scores)

@@ -1,0 +1,109 @@
+"""The generation loops of meta.cultural and the experiments.cultural contract."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from meta import cultural
+from rl import envs
+from rl.errors import ConfigError
+from rl.ppo import PPOConfig, default_hparams, make_learner
+
+ENV = "memory_sequence/in_context:seq_len=6,num_trials=3"
+CONFIG = PPOConfig(env=ENV, num_envs=4, num_steps=8, total_timesteps=32, num_minibatches=2, recurrent=True,
+                   gru_size=8, hidden_sizes=(8,))
+
+
+@pytest.fixture(scope="module")
+def params():
+    learner = make_learner(CONFIG)
+    return learner.init(jax.random.PRNGKey(0), default_hparams(CONFIG)).params
+
+
+def test_player_records_every_trial(params):
+    env, env_params = envs.make(ENV)
+    play = jax.jit(cultural.make_player(CONFIG, ENV, greedy=False))
+    trials = play(params, env_params, jax.random.PRNGKey(1), jax.random.PRNGKey(2))
+    sequence = np.asarray(env.reset(jax.random.PRNGKey(1), env_params)[1].sequence)
+    for k in range(3):
+        length, score = int(trials.lengths[k]), int(trials.scores[k])
+        actions = np.asarray(trials.actions[k, :length])
+        right = actions == sequence[:length]
+        assert 1 <= length <= 6 and score == right.sum()
+        assert right[:-1].all() and (not right[-1] or length == 6)  # a trial ends at its first mistake
+
+
+def test_replays_sorted_best_first():
+    trials = cultural.Trials(np.array([[[1.0, 3.0], [2.0, 0.0]]]), np.arange(8).reshape(1, 2, 2, 2),
+                             np.array([[[1, 4], [3, 1]]]))
+    actions, lengths, scores = cultural.replays_from(trials)
+    np.testing.assert_array_equal(scores, [[3.0, 0.0]])
+    np.testing.assert_array_equal(lengths, [[4, 1]])
+    np.testing.assert_array_equal(actions, [[[2, 3], [6, 7]]])
+
+
+def test_generations_pass_on_the_best_trial(params):
+    """A learner that copies demonstrator 0 repeats the previous generation's best last trial: the
+    generations' scores can only rise, and each reaches the best of the one before."""
+    env, env_params = envs.make(ENV)
+    copier = cultural.make_player(CONFIG, ENV, copy_demonstrator=True)
+    scores = cultural.in_context_generations(copier, params, env_params, 3, 16, jax.random.PRNGKey(3))
+    assert scores.shape == (3, 16, env.num_demonstrators, 3)
+    last = scores[..., -1]
+    np.testing.assert_array_equal(last[1], np.broadcast_to(last[0].max(axis=1, keepdims=True), last[1].shape))
+    np.testing.assert_array_equal(last[2], last[1])
+    assert last[1].mean() > last[0].mean()
+
+
+def test_cultural_experiment_in_context_and_in_weights(tmp_path):
+    from experiments import cultural as experiment
+
+    small = dict(num_seeds=2, generations=2, seq_len=4, num_envs=4, num_steps=8, num_minibatches=2, torso_sizes=(8,), gru_size=8,
+                 hidden_sizes=(8,), progress=False)
+    summary = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, **small))
+    assert len(summary["generation_scores"]) == 2 == len(summary["generation_ci95"])
+    assert set(summary["baselines"]) == {"rl2_4_trials", "rl2_8_trials", "noisy_oracle"}
+    assert summary["num_seeds"] == 2 and summary["env_params"]["seq_len"] == 4
+    assert (tmp_path / "ic" / "generations.png").exists()
+    assert "env/trial_3_score" in json.loads((tmp_path / "ic" / "agent" / "metrics.jsonl").read_text().splitlines()[0])
+    again = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, resume=True,
+                                            **small))
+    assert again["generation_scores"] == summary["generation_scores"]  # resumed: the same study
+
+    weights = experiment.main(experiment.Args(out=str(tmp_path / "iw"), mode="in_weights", num_digits=3, population=2,
+                                              steps_per_generation=64, **small))
+    assert len(weights["generation_scores"]) == 2 and set(weights["baselines"]) == {"single_lifetime", "noisy_oracle"}
+
+
+def test_cultural_experiment_bad_flags():
+    from experiments import cultural as experiment
+
+    with pytest.raises(ConfigError, match="env"):
+        experiment.Args(env="maze").validate()
+    with pytest.raises(ConfigError, match="seq_len"):
+        experiment.Args(env="tsp", seq_len=5).validate()
+    with pytest.raises(ConfigError, match="num_digits"):
+        experiment.Args(num_digits=1).validate()
+
+
+@pytest.mark.parametrize("env_id", [
+    "memory_sequence/in_weights:seq_len=4", "tsp/in_context:num_cities=4,num_trials=2", "tsp/in_weights:num_cities=4",
+    "goal_sequence/in_context:grid_size=5,trial_length=6,num_trials=2",
+    "goal_sequence/in_weights:grid_size=5,trial_length=6",
+])
+def test_core_learner_and_player_run_every_env(env_id):
+    """Smoke run of every env and mode (memory_sequence/in_context runs above): a core PPO update with
+    the recurrent net, its per-trial metrics, and an episode recorded by the generation player."""
+    config = PPOConfig(env=env_id, num_envs=2, num_steps=8, total_timesteps=16, num_minibatches=2, recurrent=True,
+                       gru_size=8, hidden_sizes=(8,))
+    learner = make_learner(config)
+    hp = default_hparams(config)
+    state, metrics = jax.jit(learner.update)(learner.init(jax.random.PRNGKey(0), hp), hp)
+    assert np.isfinite(float(metrics["total_loss"])) and "env/trial_score" in metrics
+    env, env_params = envs.make(env_id)
+    trials = jax.jit(cultural.make_player(config, env_id))(state.params, env_params, jax.random.PRNGKey(1),
+                                                            jax.random.PRNGKey(2))
+    assert trials.scores.shape == (env.num_trials,) and (trials.lengths >= 1).all()
+    assert (trials.lengths <= env.trial_length).all()
