@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import cli, format_table, repeat_runs, seed_keys
@@ -49,9 +50,6 @@ ENV_DEFAULTS = {
     "goal_sequence": {"ent_coef": 0.03, "generations": 7, "eval_params": {}},
 }
 IN_WEIGHTS_GENERATIONS = 4  # scaled down from the spec's 8 for the CPU (--generations 8)
-
-
-THROUGHPUT: dict[str, float] = {}  # training env steps/s of each trained group of agents, by run folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +78,12 @@ class Args:
     """Goal Sequence: grid side (spec: 7)"""
     num_trials: int | None = None
     """trials per episode (spec: 4 Memory Sequence and Goal Sequence in context, 8 TSP; 1 in weights)"""
-    total_timesteps: int = 3_000_000
+    total_timesteps: int = 1_000_000
     """in context: environment steps of each RL^2 agent's training (spec: 8e6)"""
     steps_per_generation: int = 100_000
     """in weights: environment steps of each generation's training (spec: 1e5)"""
     population: int | None = None
-    """in weights: agents per generation, all observed by the next (spec: 5)"""
+    """in weights: agents per generation, all observed by the next (default: the spec's 5)"""
     eval_tasks: int = 64
     """in context: fixed tasks each generation is evaluated on"""
     lr: float = 2.5e-4
@@ -118,6 +116,12 @@ class Args:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.generations < 0:
             raise ConfigError("generations", f"must be >= 0, got {self.generations}")
+        if self.mode == "in_context" and self.num_generations < 2:
+            raise ConfigError("generations", f"must be >= 2 in context, got {self.generations}")
+        if self.mode == "in_context" and self.num_trials is not None and self.num_trials < 2:
+            raise ConfigError("num_trials", "must be >= 2 in context (the last trial is played alone)")
+        if self.population is not None and self.population < 1:
+            raise ConfigError("population", f"must be >= 1, got {self.population}")
         if self.resume and self.out is None:
             raise ConfigError("resume", "needs --out naming the study to continue")
         envs.check_env_id(self.env_id())
@@ -139,7 +143,12 @@ class Args:
                 raise ConfigError(name, f"is not a size of {self.env}")
         return env_id(self.env, self.mode, **{name: sizes[name] for name in own[self.env]},
                       num_trials=num_trials or self.num_trials,
-                      num_demonstrators=self.population if self.mode == "in_weights" else None)
+                      num_demonstrators=self.population_size if self.mode == "in_weights" else None)
+
+    @property
+    def population_size(self) -> int | None:
+        """In weights: --population, else 5 (the spec's; the env's own default, except Goal Sequence's 1)."""
+        return self.population or (5 if self.env == "goal_sequence" else None)
 
     def ppo(self, env: str | None = None, total_timesteps: int | None = None) -> PPOConfig:
         """The RL^2 agent's PPO configuration (the spec's settings)."""
@@ -153,10 +162,11 @@ class Args:
         )
 
 
-def train(args: Args, config: PPOConfig, out: Path, keys: np.ndarray, env_params: Any = None) -> Any:
+def train(args: Args, config: PPOConfig, out: Path, keys: np.ndarray, throughput: dict[str, float],
+          env_params: Any = None) -> Any:
     """Train ``len(keys)`` agents of ``config`` with the core runner in ``out`` (resumed when it
     exists and --resume); ``env_params`` batched per agent (default: the env's). Returns their
-    params; the training's env steps per second (over all agents) go to ``THROUGHPUT[out.name]``."""
+    params; the training's env steps per second (over all agents) go to ``throughput[out.name]``."""
     learner = make_learner(config)
     hparams = repeat_runs(default_hparams(config), len(keys))
     if env_params is not None:
@@ -164,7 +174,7 @@ def train(args: Args, config: PPOConfig, out: Path, keys: np.ndarray, env_params
     resume = args.resume and (out / "config.json").exists()
     result = runner.run(learner, keys, hparams, out, {**dataclasses.asdict(config), "runs": len(keys)},
                         resume=resume, progress=args.progress)
-    THROUGHPUT[out.name] = runner.summarize(result)["env_steps_per_second"]
+    throughput[out.name] = runner.summarize(result)["env_steps_per_second"]
     return jax.tree.map(lambda x: x[:len(keys)], result.state.params)
 
 
@@ -174,54 +184,54 @@ def last_trial_score(trials: cultural.Trials) -> np.ndarray:
     return scores.reshape(scores.shape[0], -1).mean(axis=1)
 
 
-def in_context(args: Args, out: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Train the RL^2 agents, run the generations, evaluate the baselines: per-seed scores."""
     config = args.ppo()
     env, env_params = envs.make(config.env)
     trials, generations = env.num_trials, args.num_generations
     long_trials = trials * generations
-    keys = seed_keys(args.seed, args.num_seeds)
-    params = train(args, config, out / "agent", keys)
+    params = train(args, config, out / "agent", seed_keys(args.seed, args.num_seeds), throughput)
     long_config = args.ppo(env=args.env_id(long_trials))
-    long_params = train(args, long_config, out / f"agent_{long_trials}_trials", seed_keys(args.seed + 1, args.num_seeds))
+    long_params = train(args, long_config, out / f"agent_{long_trials}_trials", seed_keys(args.seed + 1, args.num_seeds),
+                        throughput)
 
     eval_params = env_params.replace(**ENV_DEFAULTS[args.env]["eval_params"])
     play = cultural.make_player(config, config.env)
-    keep_best = args.env == "goal_sequence"
-    key = jax.random.PRNGKey(args.seed + 2)
+    grid = args.env == "goal_sequence"  # its demonstrator replays the best trial; generation 0 random actions
+    seed_keys_eval = [jax.random.fold_in(jax.random.PRNGKey(args.seed + 2), s) for s in range(args.num_seeds)]
     seed_scores, trial_scores = [], []
-    for s in range(args.num_seeds):
-        seed_params = jax.tree.map(lambda x, s=s: x[s], params)
-        scores = cultural.in_context_generations(play, seed_params, eval_params, generations, args.eval_tasks,
-                                                 jax.random.fold_in(key, s), keep_best, progress=args.progress)
+    for s, key in enumerate(seed_keys_eval):
+        scores = cultural.in_context_generations(
+            play, jax.tree.map(lambda x, s=s: x[s], params), eval_params, generations, args.eval_tasks, key,
+            keep_best=grid, random_first=env.num_actions if grid else 0, progress=args.progress)
         seed_scores.append(scores[..., -1].mean(axis=(1, 2)))  # [G]: last trial, over tasks and learners
         trial_scores.append(scores.mean(axis=(1, 2)))  # [G, T]
 
-    # Baselines at equal experience: generations x trials in one episode, noisy-oracle demonstrators.
+    # Baselines at equal experience, on the same tasks: generations x trials in one episode beside the
+    # evaluation's generation-0 oracles; and an agent copying one always-visible training oracle.
     long_env, long_default = envs.make(long_config.env)
-    learners = long_env.num_demonstrators
-    reset_keys = jax.random.split(jax.random.fold_in(key, 10_000), (args.num_seeds, args.eval_tasks))
-    step_keys = jax.random.split(jax.random.fold_in(key, 10_001), (args.num_seeds, args.eval_tasks, learners))
+    reset_keys = jnp.stack([cultural.task_keys(key, args.eval_tasks) for key in seed_keys_eval])
+    step_keys = jax.random.split(jax.random.PRNGKey(args.seed + 5), (args.num_seeds, args.eval_tasks,
+                                                                      long_env.num_demonstrators))
 
     def evaluate(play_fn: Any, params_batch: Any, env_params: Any) -> np.ndarray:
-        """Last-trial score per seed: ``learners`` agents on each of ``eval_tasks`` tasks."""
         per_task = jax.vmap(jax.vmap(play_fn, in_axes=(None, None, None, 0)), in_axes=(None, None, 0, 0))
         per_seed = jax.jit(jax.vmap(per_task, in_axes=(0, None, 0, 0)))
         return last_trial_score(per_seed(params_batch, env_params, reset_keys, step_keys))
 
     long_play = cultural.make_player(config, long_config.env)
-    baselines = {
-        f"rl2_{trials}_trials": evaluate(long_play, params, long_default),
-        f"rl2_{long_trials}_trials": evaluate(long_play, long_params, long_default),
-        "noisy_oracle": evaluate(cultural.make_player(config, long_config.env, copy_demonstrator=True), params,
-                                 long_default.replace(visibility=1.0)),
-    }
+    long_eval = long_default.replace(**ENV_DEFAULTS[args.env]["eval_params"])
+    baselines = {f"rl2_{trials}_trials": evaluate(long_play, params, long_eval),
+                 f"rl2_{long_trials}_trials": evaluate(long_play, long_params, long_eval)}
+    if not grid:  # a grid demonstrator's actions move it from its own start: copying them is no baseline
+        copier = cultural.make_player(config, long_config.env, copy_demonstrator=True)
+        baselines["noisy_oracle"] = evaluate(copier, params, long_default.replace(visibility=1.0))
     info = {"env_id": config.env, "long_env_id": long_config.env,
             "generation_trial_scores": np.mean(trial_scores, axis=0).round(3).tolist()}
     return np.stack(seed_scores, axis=1), baselines, info
 
 
-def in_weights(args: Args, out: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+def in_weights(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """Train-time generations and the single-lifetime baseline: per-seed scores."""
     config = args.ppo()
     env, env_params = envs.make(config.env)
@@ -237,28 +247,27 @@ def in_weights(args: Args, out: Path) -> tuple[np.ndarray, dict[str, np.ndarray]
 
     def train_generation(g: int, observed: Any) -> Any:
         return train(args, config, out / f"generation_{g}", seed_keys(args.seed + 100 + g, studies * population),
-                     observed)
+                     throughput, observed)
 
     scores = cultural.in_weights_generations(train_generation, play, initial, study_params, generations, population,
                                              jax.random.PRNGKey(args.seed + 4), progress=args.progress)
 
     # One lifetime of all generations' steps, observing generation 0's demonstrators (random agents).
     lifetime = args.ppo(total_timesteps=generations * args.steps_per_generation)
-    captured = {}
 
-    def train_lifetime(g: int, observed: Any) -> Any:
-        captured["params"] = train(args, lifetime, out / "single_lifetime",
-                                   seed_keys(args.seed + 99, studies * population), observed)
-        return captured["params"]
+    def train_lifetime(_: int, observed: Any) -> Any:
+        return train(args, lifetime, out / "single_lifetime", seed_keys(args.seed + 99, studies * population),
+                     throughput, observed)
 
     single = cultural.in_weights_generations(train_lifetime, play, initial, study_params, 1, population,
                                              jax.random.PRNGKey(args.seed + 4))[0]
-    oracle_play = cultural.make_player(config, config.env, copy_demonstrator=True)
-    oracle_params = jax.tree.map(lambda x: x.reshape(studies, population, *x.shape[1:])[:, 0], initial)
-    oracle = jax.jit(jax.vmap(oracle_play))(
-        oracle_params, study_params.replace(visibility=np.ones(studies, np.float32), anneal_visibility=np.zeros(studies, bool)),
-        jax.random.split(jax.random.PRNGKey(args.seed + 5), studies), jax.random.split(jax.random.PRNGKey(args.seed + 6), studies))
-    baselines = {"single_lifetime": single.mean(axis=1), "noisy_oracle": np.asarray(oracle.scores[:, -1])}
+    baselines = {"single_lifetime": single.mean(axis=1)}
+    if args.env != "goal_sequence":  # an agent copying one always-visible oracle, on the study's task
+        copier = jax.vmap(cultural.make_player(config, config.env, copy_demonstrator=True), in_axes=(None, None, 0, 0))
+        seen = study_params.replace(visibility=np.ones(studies, np.float32), anneal_visibility=np.zeros(studies, bool))
+        keys = jax.random.split(jax.random.PRNGKey(args.seed + 6), (2, studies, args.eval_tasks))
+        oracle = jax.jit(jax.vmap(copier))(jax.tree.map(lambda x: x[:studies], initial), seen, keys[0], keys[1])
+        baselines["noisy_oracle"] = last_trial_score(oracle)
     return scores.mean(axis=2), baselines, {"env_id": config.env, "population": population}
 
 
@@ -281,7 +290,6 @@ def summarize(args: Args, scores: np.ndarray, baselines: dict[str, np.ndarray], 
         "baselines_ci95": {name: float(h) for name, (_, h) in base.items()},
         "baselines_per_seed": {name: values.tolist() for name, values in baselines.items()},
         "num_seeds": args.num_seeds, "num_generations": args.num_generations, "wall_seconds": wall,
-        "training_steps_per_second": dict(THROUGHPUT),
     }
 
 
@@ -311,9 +319,9 @@ def main(args: Args) -> dict[str, Any]:
     args.validate()
     out = Path(args.out or f"runs/cultural/{time.strftime('%Y%m%d-%H%M%S')}")
     runner.prepare_run_dir(out, dataclasses.asdict(args) | {"resume": None, "progress": None}, args.resume)
-    start = time.perf_counter()
-    THROUGHPUT.clear()
-    scores, baselines, info = (in_context if args.mode == "in_context" else in_weights)(args, out)
+    start, throughput = time.perf_counter(), {}
+    scores, baselines, info = (in_context if args.mode == "in_context" else in_weights)(args, out, throughput)
+    info["training_steps_per_second"] = throughput
     summary = summarize(args, scores, baselines, info, time.perf_counter() - start)
     records.write_json(out / "summary.json", summary)
     plot(out / "generations.png", summary)

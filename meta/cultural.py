@@ -41,13 +41,26 @@ class Trials(NamedTuple):
     lengths: jax.Array  # [T] steps each trial lasted
 
 
+class PlayCarry(NamedTuple):
+    """The loop state of ``make_player``'s episode."""
+
+    state: Any  # the environment's
+    obs: jax.Array
+    hidden: jax.Array | None  # the agent's memory
+    trial: jax.Array  # index of the current trial
+    step_in_trial: jax.Array
+    finished: jax.Array  # the episode has ended (later steps are not recorded)
+    trials: Trials
+
+
 def make_player(config: PPOConfig, env_id: str, greedy: bool = True, copy_demonstrator: bool = False) -> Callable:
     """``play(params, env_params, reset_key, step_key) -> Trials``: one episode of ``env_id`` by
     the policy of ``config`` with network ``params`` (its memory reset only at the episode start).
 
     ``reset_key`` draws the task (and the oracles), so learners that share it face the same task.
-    ``copy_demonstrator`` plays demonstrator 0's action instead (the noisy-oracle baseline, with
-    the demonstrators always visible). Pure and jittable; vmap it over learners and episodes."""
+    ``copy_demonstrator`` plays demonstrator 0's action instead, seen or not (the noisy-oracle
+    baseline of envs whose demonstrators act as the learner does). Pure and jittable; vmap it over
+    learners and episodes."""
     env, default_params = envs.make_single_env(env_id)
     policy = make_policy(config, env, default_params)
     num_trials, trial_length = env.num_trials, env.trial_length
@@ -58,7 +71,7 @@ def make_player(config: PPOConfig, env_id: str, greedy: bool = True, copy_demons
         empty = Trials(jnp.zeros(num_trials), jnp.zeros((num_trials, trial_length), jnp.int32),
                        jnp.zeros(num_trials, jnp.int32))
 
-        def step(carry, inputs):
+        def step(carry: PlayCarry, inputs: tuple[jax.Array, jax.Array]) -> tuple[PlayCarry, None]:
             state, obs, hidden, trial, step_in_trial, finished, trials = carry
             key, first = inputs
             action_key, env_key = jax.random.split(key)
@@ -77,14 +90,13 @@ def make_player(config: PPOConfig, env_id: str, greedy: bool = True, copy_demons
             trial = jnp.minimum(trial + ended, num_trials - 1)
             step_in_trial = jnp.where(ended, 0, jnp.minimum(step_in_trial + playing, trial_length - 1))
             finished = finished | terminated | truncated
-            return (state, obs, hidden, trial, step_in_trial, finished, trials), None
+            return PlayCarry(state, obs, hidden, trial, step_in_trial, finished, trials), None
 
         steps = num_trials * trial_length  # every trial lasts at most trial_length steps
         zero = jnp.zeros((), jnp.int32)
-        carry = (state, obs, hidden, zero, zero, jnp.bool_(False), empty)
+        carry = PlayCarry(state, obs, hidden, zero, zero, jnp.bool_(False), empty)
         inputs = (jax.random.split(step_key, steps), jnp.arange(steps) == 0)
-        (*_, trials), _ = jax.lax.scan(step, carry, inputs)
-        return trials
+        return jax.lax.scan(step, carry, inputs)[0].trials
 
     return play
 
@@ -100,43 +112,57 @@ def replays_from(trials: Trials, trial: int = -1) -> tuple[jax.Array, jax.Array,
     return actions, lengths, jnp.take_along_axis(scores, order, axis=-1)
 
 
+def best_trial(trials: Trials) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per task, the best trial of any learner and any trial of ``trials[tasks, K, T]``: its actions
+    ``[tasks, L]``, length and score ``[tasks]``."""
+    flat = jax.tree.map(lambda x: x.reshape(x.shape[0], -1, *x.shape[3:]), trials)  # [tasks, K * T, ...]
+    top = jnp.argmax(flat.scores, axis=1)
+    pick = lambda x: jnp.take_along_axis(x, top.reshape(-1, *([1] * (x.ndim - 1))), axis=1)[:, 0]  # noqa: E731
+    return pick(flat.actions), pick(flat.lengths), pick(flat.scores)
+
+
+def task_keys(key: jax.Array, num_tasks: int) -> jax.Array:
+    """The reset keys of the fixed tasks an in-context evaluation with ``key`` plays (baselines use
+    them too, so every comparison is on the same tasks)."""
+    return jax.random.split(jax.random.fold_in(key, 0), num_tasks)
+
+
 def in_context_generations(
     play: Callable, params: Any, env_params: Any, num_generations: int, num_episodes: int, key: jax.Array,
-    keep_best: bool = False, progress: bool = False,
+    keep_best: bool = False, random_first: int = 0, progress: bool = False,
 ) -> np.ndarray:
     """Episodic generations of one trained agent (``params``) on ``num_episodes`` fixed tasks.
 
     Each generation runs ``K`` learners (the env's ``num_demonstrators``) per task; the next
     generation's demonstrators replay their last trials sorted by score, or (``keep_best``) the
-    best trial so far, replaced only by one at least as good. Returns the per-trial scores of every
-    generation, ``[generations, episodes, K, T]``."""
+    best trial so far, replaced only by one at least as good. Generation 0 sees the env's noisy
+    oracles, or with ``random_first = A > 0`` replays of uniformly random actions in ``[0, A)``.
+    Returns the per-trial scores of every generation, ``[generations, episodes, K, T]``."""
     num_demonstrators, length = env_params.replay_actions.shape
-    task_key, play_key = jax.random.split(key)
-    reset_keys = jax.random.split(task_key, num_episodes)  # the same tasks in every generation
+    play_key = jax.random.fold_in(key, 1)
+    reset_keys = task_keys(key, num_episodes)  # the same tasks in every generation
     per_task = jax.vmap(play, in_axes=(None, 0, 0, 0))  # episodes (tasks) with their own replays
     per_learner = jax.vmap(per_task, in_axes=(None, None, None, 1), out_axes=1)  # K learners per task
     generation = jax.jit(per_learner)
-    replay_actions = jnp.zeros((num_episodes, num_demonstrators, length), jnp.int32)
-    replay_lengths = jnp.zeros((num_episodes, num_demonstrators), jnp.int32)
+    shape = (num_episodes, num_demonstrators)
+    replay_actions = jax.random.randint(jax.random.fold_in(key, 2), (*shape, length), 0, max(random_first, 1))
+    replay_lengths = jnp.full(shape, length if random_first else 0, jnp.int32)
     best = jnp.full((num_episodes,), -jnp.inf)
     scores = []
     for g in tqdm(range(num_generations), disable=not progress, unit="gen", leave=False):
         batched = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_episodes, *jnp.shape(x))), env_params)
-        batched = batched.replace(use_replay=jnp.full((num_episodes,), g > 0), replay_actions=replay_actions,
+        batched = batched.replace(use_replay=jnp.full((num_episodes,), g > 0 or random_first > 0),
+                                  replay_actions=replay_actions,
                                   replay_lengths=replay_lengths)
         step_keys = jax.random.split(jax.random.fold_in(play_key, g), (num_episodes, num_demonstrators))
         trials = generation(params, batched, reset_keys, step_keys)
         scores.append(np.asarray(trials.scores))
         if keep_best:  # the best trial of any learner, if at least as good as the one replayed
-            flat = jax.tree.map(lambda x: x.reshape(num_episodes, -1, *x.shape[3:]), trials)
-            top = jnp.argmax(flat.scores, axis=1)
-            top_score = jnp.take_along_axis(flat.scores, top[:, None], 1)[:, 0]
-            better = top_score >= best
-            new_actions = jnp.take_along_axis(flat.actions, top[:, None, None], 1)[:, 0]
-            new_lengths = jnp.take_along_axis(flat.lengths, top[:, None], 1)[:, 0]
-            replay_actions = jnp.where(better[:, None, None], new_actions[:, None], replay_actions)
-            replay_lengths = jnp.where(better[:, None], new_lengths[:, None], replay_lengths)
-            best = jnp.where(better, top_score, best)
+            actions, lengths, score = best_trial(trials)
+            better = score >= best
+            replay_actions = jnp.where(better[:, None, None], actions[:, None], replay_actions)
+            replay_lengths = jnp.where(better[:, None], lengths[:, None], replay_lengths)
+            best = jnp.where(better, score, best)
         else:
             replay_actions, replay_lengths, _ = replays_from(trials)
     return np.stack(scores)

@@ -550,9 +550,7 @@ def make_learner(config: PPOConfig) -> Learner:
                 info["episode_return"],
                 info["episode_length"],
                 totals.no_legal_action + no_legal_action(mask),
-                {name: (total + jnp.sum(info["metrics"][name][0] * info["metrics"][name][1]),
-                        weight + jnp.sum(info["metrics"][name][1]))
-                 for name, (total, weight) in totals.env_metrics.items()},
+                add_env_metrics(totals.env_metrics, info.get("metrics", {})),
             )
             transition = Transition(
                 obs, action, log_prob, reward, terminated, done, mask, info["final_observation"], hidden
@@ -666,6 +664,12 @@ def make_learner(config: PPOConfig) -> Learner:
         return evaluate(state.params, config, hp, key, num_episodes, greedy, obs_statistics(config, state))
 
     return Learner(init, update, config.num_updates, config.batch_size, evaluate_state)
+
+
+def add_env_metrics(sums: dict[str, tuple[jax.Array, jax.Array]], metrics: dict[str, tuple[jax.Array, jax.Array]]):
+    """Running ``(sum of value * weight, sum of weight)`` per name, plus one step's ``info["metrics"]``."""
+    return {name: (total + jnp.sum(metrics[name][0] * metrics[name][1]), weight + jnp.sum(metrics[name][1]))
+            for name, (total, weight) in sums.items()}
 
 
 def episode_metrics(totals: EpisodeTotals) -> dict[str, jax.Array]:

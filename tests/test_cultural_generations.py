@@ -1,6 +1,4 @@
-"""The generation loops of meta.cultural and the experiments.cultural contract."""
-
-import json
+"""The generation loops of meta.cultural, and every cultural env and mode through the core learner."""
 
 import jax
 import numpy as np
@@ -8,7 +6,6 @@ import pytest
 
 from meta import cultural
 from rl import envs
-from rl.errors import ConfigError
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
 ENV = "memory_sequence/in_context:seq_len=6,num_trials=3"
@@ -55,37 +52,6 @@ def test_generations_pass_on_the_best_trial(params):
     np.testing.assert_array_equal(last[1], np.broadcast_to(last[0].max(axis=1, keepdims=True), last[1].shape))
     np.testing.assert_array_equal(last[2], last[1])
     assert last[1].mean() > last[0].mean()
-
-
-def test_cultural_experiment_in_context_and_in_weights(tmp_path):
-    from experiments import cultural as experiment
-
-    small = dict(num_seeds=2, generations=2, seq_len=4, num_envs=4, num_steps=8, num_minibatches=2, torso_sizes=(8,), gru_size=8,
-                 hidden_sizes=(8,), progress=False)
-    summary = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, **small))
-    assert len(summary["generation_scores"]) == 2 == len(summary["generation_ci95"])
-    assert set(summary["baselines"]) == {"rl2_4_trials", "rl2_8_trials", "noisy_oracle"}
-    assert summary["num_seeds"] == 2 and summary["env_params"]["seq_len"] == 4
-    assert (tmp_path / "ic" / "generations.png").exists()
-    assert "env/trial_3_score" in json.loads((tmp_path / "ic" / "agent" / "metrics.jsonl").read_text().splitlines()[0])
-    again = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, resume=True,
-                                            **small))
-    assert again["generation_scores"] == summary["generation_scores"]  # resumed: the same study
-
-    weights = experiment.main(experiment.Args(out=str(tmp_path / "iw"), mode="in_weights", num_digits=3, population=2,
-                                              steps_per_generation=64, **small))
-    assert len(weights["generation_scores"]) == 2 and set(weights["baselines"]) == {"single_lifetime", "noisy_oracle"}
-
-
-def test_cultural_experiment_bad_flags():
-    from experiments import cultural as experiment
-
-    with pytest.raises(ConfigError, match="env"):
-        experiment.Args(env="maze").validate()
-    with pytest.raises(ConfigError, match="seq_len"):
-        experiment.Args(env="tsp", seq_len=5).validate()
-    with pytest.raises(ConfigError, match="num_digits"):
-        experiment.Args(num_digits=1).validate()
 
 
 @pytest.mark.parametrize("env_id", [

@@ -41,7 +41,7 @@ def test_observation_size_and_layout():
     env, params = envs.make("goal_sequence/in_context")
     assert env.observation_space(params).shape == (136,) and env.num_actions == 3
     in_weights, params_w = envs.make("goal_sequence/in_weights")
-    assert in_weights.num_trials == 1 and in_weights.observation_space(params_w).shape == (133,)
+    assert in_weights.num_trials == 1 and in_weights.observation_space(params_w).shape == (136,)
     obs, state = ENV.reset(jax.random.PRNGKey(0), QUIET)
     assert obs.shape == (136,)
     np.testing.assert_array_equal(obs[:125], ENV.view(state).reshape(-1))

@@ -28,9 +28,10 @@ Observation (flat): the egocentric 5x5 view as ``[channel, row, col]`` with chan
 the grid), one per goal (``num_goals`` channels, so 3 in the spec) and other agent (a demonstrator
 that is visible on this step); the learner is at the bottom-centre cell (row 4, col 2) looking up
 the view (it sees 4 cells ahead, 2 to each side, nothing behind), and the view turns with it. Then
-its direction one-hot (4), the trial one-hot (``num_trials``) and the last reward one-hot (-1, 0,
-+1; 0 at reset): 136 numbers for ``in_context`` (4 trials), 133 for ``in_weights`` (1 trial; use
-it with a fixed ``task_seed``). The modes differ only by these defaults.
+its direction one-hot (4), the trial one-hot (``trial_features``, 4: later trials share the last
+feature, so an agent trained on 4 trials plays longer episodes) and the last reward one-hot (-1, 0,
++1; 0 at reset): 136 numbers in both modes (``in_weights`` has 1 trial per episode; use it with a
+fixed ``task_seed``). The modes differ only by these defaults.
 """
 
 from __future__ import annotations
@@ -95,15 +96,17 @@ class GoalSequence(CulturalEnv):
     """Goal Sequence with noisy-oracle or replayed demonstrators (see the module docstring)."""
 
     def __init__(self, mode: str = "in_context", grid_size: int = 7, num_goals: int = 3, sequence_length: int = 100,
-                 trial_length: int = 50, num_trials: int | None = None, num_demonstrators: int = 1):
+                 trial_length: int = 50, num_trials: int | None = None, num_demonstrators: int = 1,
+                 trial_features: int = 4):
         super().__init__()
         self.mode = mode
         self.grid_size, self.num_goals, self.sequence_length = grid_size, num_goals, sequence_length
         self.trial_length = trial_length
         self.num_trials = num_trials if num_trials is not None else (4 if mode == "in_context" else 1)
+        self.trial_features = trial_features
         self.num_demonstrators = num_demonstrators
         self.check_sizes(grid_size=3, num_goals=1, sequence_length=1, trial_length=1, num_trials=1,
-                         num_demonstrators=0)
+                         trial_features=1, num_demonstrators=0)
         if num_goals > grid_size * grid_size - 2:
             raise ConfigError("num_goals", f"must be <= grid_size**2 - 2 = {grid_size * grid_size - 2}, got {num_goals}")
         middle = grid_size // 2
@@ -131,7 +134,7 @@ class GoalSequence(CulturalEnv):
 
     @property
     def obs_size(self) -> int:
-        return VIEW * VIEW * self.num_channels + 4 + self.num_trials + 3
+        return VIEW * VIEW * self.num_channels + 4 + self.trial_features + 3
 
     def observation_space(self, params: Any = None) -> spaces.Box:
         return spaces.Box(0.0, 1.0, (self.obs_size,), jnp.float32)
@@ -239,7 +242,7 @@ class GoalSequence(CulturalEnv):
     def get_obs(self, state: GoalSequenceState, params: Any = None, key: Any = None) -> jax.Array:
         return jnp.concatenate([
             self.view(state).reshape(-1), jax.nn.one_hot(state.direction, 4),
-            jax.nn.one_hot(state.trial, self.num_trials), jax.nn.one_hot(state.last_reward.astype(jnp.int32) + 1, 3),
+            jax.nn.one_hot(jnp.minimum(state.trial, self.trial_features - 1), self.trial_features), jax.nn.one_hot(state.last_reward.astype(jnp.int32) + 1, 3),
         ])
 
 
