@@ -134,6 +134,30 @@ class CulturalEnv(environment.Environment):
         return {"trial_score": score, "trial_ended": ended, "trial": trial, "metrics": metrics}
 
 
+def action_observation_size(mode: str, num_actions: int, num_demonstrators: int) -> int:
+    """Size of ``action_observation``'s vector."""
+    demos = num_demonstrators * num_actions + 1
+    return demos if mode == "in_weights" else num_actions + 2 + demos
+
+
+def action_observation(mode: str, num_actions: int, state: Any) -> jax.Array:
+    """The observation of envs whose demonstrators are seen by their actions (Memory Sequence, TSP).
+
+    ``in_context``: own last action one-hot (zeros before the first), trial-ended flag, last reward,
+    the demonstrators' actions one-hot (zeros when not visible or no longer playing), the
+    visibility flag. ``in_weights``: the demonstrators' actions and the visibility flag only.
+    ``state`` has ``last_action``, ``trial_ended``, ``last_reward``, ``demo_actions``,
+    ``demo_shown`` and ``visible``."""
+    shown = (state.visible & state.demo_shown)[:, None]
+    demos = (jax.nn.one_hot(state.demo_actions, num_actions) * shown).reshape(-1)
+    seen = state.visible.astype(jnp.float32)[None]
+    if mode == "in_weights":
+        return jnp.concatenate([demos, seen])
+    own = jax.nn.one_hot(state.last_action, num_actions)
+    flags = jnp.stack([state.trial_ended.astype(jnp.float32), state.last_reward])
+    return jnp.concatenate([own, flags, demos, seen])
+
+
 def register_cultural(prefix: str, factory: Any) -> None:
     """Register ids ``prefix/<mode>[:size=value,...]``; ``factory(mode, **sizes)`` builds the env."""
 

@@ -39,7 +39,13 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from rl.cultural.base import CulturalEnv, CulturalParams, register_cultural
+from rl.cultural.base import (
+    CulturalEnv,
+    CulturalParams,
+    action_observation,
+    action_observation_size,
+    register_cultural,
+)
 
 
 @struct.dataclass
@@ -95,8 +101,7 @@ class MemorySequence(CulturalEnv):
 
     @property
     def obs_size(self) -> int:
-        demos = self.num_demonstrators * self.num_digits + 1
-        return demos if self.mode == "in_weights" else self.num_digits + 2 + demos
+        return action_observation_size(self.mode, self.num_digits, self.num_demonstrators)
 
     def observation_space(self, params: Any = None) -> spaces.Box:
         return spaces.Box(-1.0, 1.0, (self.obs_size,), jnp.float32)
@@ -149,14 +154,7 @@ class MemorySequence(CulturalEnv):
         return self.get_obs(state, params), state, reward, done, info
 
     def get_obs(self, state: MemorySequenceState, params: Any = None, key: Any = None) -> jax.Array:
-        shown = (state.visible & state.demo_shown)[:, None]
-        demos = (jax.nn.one_hot(state.demo_actions, self.num_digits) * shown).reshape(-1)
-        seen = state.visible.astype(jnp.float32)[None]
-        if self.mode == "in_weights":
-            return jnp.concatenate([demos, seen])
-        own = jax.nn.one_hot(state.last_action, self.num_digits)  # zeros before the first action
-        flags = jnp.stack([state.trial_ended.astype(jnp.float32), state.last_reward])
-        return jnp.concatenate([own, flags, demos, seen])
+        return action_observation(self.mode, self.num_digits, state)
 
 
 register_cultural("memory_sequence", MemorySequence)

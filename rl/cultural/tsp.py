@@ -42,7 +42,13 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from rl.cultural.base import CulturalEnv, CulturalParams, register_cultural
+from rl.cultural.base import (
+    CulturalEnv,
+    CulturalParams,
+    action_observation,
+    action_observation_size,
+    register_cultural,
+)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -106,8 +112,7 @@ class TSP(CulturalEnv):
 
     @property
     def obs_size(self) -> int:
-        demos = self.num_demonstrators * self.num_cities + 1
-        return demos if self.mode == "in_weights" else self.num_cities + 2 + demos
+        return action_observation_size(self.mode, self.num_cities, self.num_demonstrators)
 
     def observation_space(self, params: Any = None) -> spaces.Box:
         # the last reward of a completed tour (move + return to the depot) can reach 2
@@ -181,14 +186,7 @@ class TSP(CulturalEnv):
         return self.get_obs(state, params), state, reward, done, info
 
     def get_obs(self, state: TSPState, params: Any = None, key: Any = None) -> jax.Array:
-        shown = (state.visible & state.demo_shown)[:, None]
-        demos = (jax.nn.one_hot(state.demo_actions, self.num_cities) * shown).reshape(-1)
-        seen = state.visible.astype(jnp.float32)[None]
-        if self.mode == "in_weights":
-            return jnp.concatenate([demos, seen])
-        own = jax.nn.one_hot(state.last_action, self.num_cities)  # zeros before the first action
-        flags = jnp.stack([state.trial_ended.astype(jnp.float32), state.last_reward])
-        return jnp.concatenate([own, flags, demos, seen])
+        return action_observation(self.mode, self.num_cities, state)
 
 
 register_cultural("tsp", TSP)
