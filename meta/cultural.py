@@ -21,6 +21,7 @@ from the same memory plays the same trial, which is why recorded trials stand fo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -127,6 +128,14 @@ def task_keys(key: jax.Array, num_tasks: int) -> jax.Array:
     return jax.random.split(jax.random.fold_in(key, 0), num_tasks)
 
 
+@functools.lru_cache(maxsize=8)
+def generation_fn(play: Callable) -> Callable:
+    """One generation, compiled once per player (not per seed or generation):
+    ``(params, env_params[tasks], reset_keys[tasks], step_keys[tasks, K]) -> Trials[tasks, K]``."""
+    per_task = jax.vmap(play, in_axes=(None, 0, 0, 0))  # episodes (tasks) with their own replays
+    return jax.jit(jax.vmap(per_task, in_axes=(None, None, None, 1), out_axes=1))  # K learners per task
+
+
 def in_context_generations(
     play: Callable, params: Any, env_params: Any, num_generations: int, num_episodes: int, key: jax.Array,
     keep_best: bool = False, random_first: int = 0, progress: bool = False,
@@ -141,9 +150,7 @@ def in_context_generations(
     num_demonstrators, length = env_params.replay_actions.shape
     play_key = jax.random.fold_in(key, 1)
     reset_keys = task_keys(key, num_episodes)  # the same tasks in every generation
-    per_task = jax.vmap(play, in_axes=(None, 0, 0, 0))  # episodes (tasks) with their own replays
-    per_learner = jax.vmap(per_task, in_axes=(None, None, None, 1), out_axes=1)  # K learners per task
-    generation = jax.jit(per_learner)
+    generation = generation_fn(play)
     shape = (num_episodes, num_demonstrators)
     replay_actions = jax.random.randint(jax.random.fold_in(key, 2), (*shape, length), 0, max(random_first, 1))
     replay_lengths = jnp.full(shape, length if random_first else 0, jnp.int32)
