@@ -175,6 +175,31 @@ def in_context_generations(
     return np.stack(scores)
 
 
+LAYER_GROUPS = {"torso": "encoder", "gru": "gru", "heads": "actor"}
+"""The recurrent actor-critic's layer groups, by flag name, and their parameter names."""
+
+
+def warm_start(learner: Any, keys: np.ndarray, params: Any, keep: tuple[str, ...]) -> Any:
+    """``learner`` whose run ``i`` (started with ``keys[i]``) begins with ``params[i]``'s weights in
+    the layer groups ``keep`` (names of ``LAYER_GROUPS``) and freshly initialised weights in the
+    others, with a fresh optimiser: a generation that inherits part of its predecessor's network.
+
+    The runner vmaps ``init`` over runs, so each run finds its row of ``params`` by its own key."""
+    unknown = sorted(set(keep) - set(LAYER_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown layer group {unknown[0]!r}; known: {', '.join(LAYER_GROUPS)}")
+    run_keys, kept = jnp.asarray(keys), {LAYER_GROUPS[name] for name in keep}
+
+    def init(key: jax.Array, hparams: Any) -> Any:
+        state = learner.init(key, hparams)
+        row = jnp.argmax(jnp.all(run_keys == key, axis=-1))
+        layers = {name: jax.tree.map(lambda x: jnp.asarray(x)[row], params["params"][name]) if name in kept else fresh
+                  for name, fresh in state.params["params"].items()}
+        return state.replace(params={**state.params, "params": layers})
+
+    return learner._replace(init=init)
+
+
 def alone(env_params: Any) -> Any:
     """``env_params`` with the demonstrators never visible (an agent's own score)."""
     return env_params.replace(visibility=jnp.zeros_like(env_params.visibility),
@@ -182,16 +207,17 @@ def alone(env_params: Any) -> Any:
 
 
 def in_weights_generations(
-    train: Callable[[int, Any], Any], play: Callable, initial_params: Any, env_params: Any, num_generations: int,
+    train: Callable[[int, Any, Any], Any], play: Callable, initial_params: Any, env_params: Any, num_generations: int,
     population: int, key: jax.Array, progress: bool = False,
 ) -> np.ndarray:
     """Train-time generations of ``S`` independent studies (seeds) with ``P = population`` agents each.
 
     ``env_params`` are per study ``[S]`` (each with its fixed ``task_seed`` and
     ``anneal_visibility``); ``initial_params`` are ``S * P`` randomly initialised networks (study
-    ``s``'s agents at ``s * P + p``), generation 0's demonstrators. ``train(g, env_params[S * P])``
-    trains generation ``g``'s ``S * P`` agents from scratch observing the replays in those params
-    and returns their network params. Each generation's demonstrators are the previous agents'
+    ``s``'s agents at ``s * P + p``), generation 0's demonstrators. ``train(g, env_params[S * P],
+    previous)`` trains generation ``g``'s ``S * P`` agents observing the replays in those params
+    and returns their network params; ``previous`` are generation ``g - 1``'s (``None`` for
+    generation 0), for a training that inherits some layers (``warm_start``). Each generation's demonstrators are the previous agents'
     greedy trials played alone, sorted by score. Returns the agents' scores alone,
     ``[generations, S, P]``."""
     num_studies = jax.tree.leaves(env_params)[0].shape[0]
@@ -203,13 +229,14 @@ def in_weights_generations(
         trials = solo(params, alone(per_agent), keys[0], keys[1])
         return jax.tree.map(lambda x: x.reshape(num_studies, population, *x.shape[1:]), trials)
 
-    trials, scores = trials_of(initial_params), []
+    trials, scores, previous = trials_of(initial_params), [], None
     for g in tqdm(range(num_generations), disable=not progress, unit="gen"):
         actions, lengths, _ = replays_from(trials)  # [S, P, L] best first
         observed = per_agent.replace(
             use_replay=jnp.ones_like(per_agent.use_replay),
             replay_actions=jnp.repeat(actions, population, axis=0), replay_lengths=jnp.repeat(lengths, population, axis=0),
         )
-        trials = trials_of(train(g, observed))
+        previous = train(g, observed, previous)
+        trials = trials_of(previous)
         scores.append(np.asarray(trials.scores[..., -1]))
     return np.stack(scores)

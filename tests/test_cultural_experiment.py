@@ -24,8 +24,10 @@ def test_cultural_experiment_in_context_and_in_weights(tmp_path):
     assert again["generation_scores"] == summary["generation_scores"]  # resumed: the same study
 
     weights = experiment.main(experiment.Args(out=str(tmp_path / "iw"), mode="in_weights", num_digits=3, population=2,
-                                              steps_per_generation=64, **small))
+                                              steps_per_generation=64, reset_layers=("heads",), **small))
     assert len(weights["generation_scores"]) == 2 and set(weights["baselines"]) == {"single_lifetime", "noisy_oracle"}
+    # the warm-started path ran through the runner (test_warm_start_keeps_the_named_layers checks the merge)
+    assert json.loads((tmp_path / "iw" / "config.json").read_text())["reset_layers"] == ["heads"]
 
 
 def test_cultural_experiment_bad_flags():
@@ -39,6 +41,8 @@ def test_cultural_experiment_bad_flags():
         experiment.Args(num_trials=1).validate()
     with pytest.raises(ConfigError, match="generations"):
         experiment.Args(generations=1).validate()
+    with pytest.raises(ConfigError, match="reset_layers"):
+        experiment.Args(mode="in_weights", reset_layers=("decoder",)).validate()
 
 
 def test_cultural_experiment_goal_sequence(tmp_path):

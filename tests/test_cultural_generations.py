@@ -54,6 +54,24 @@ def test_generations_pass_on_the_best_trial(params):
     assert last[1].mean() > last[0].mean()
 
 
+def test_warm_start_keeps_the_named_layers(params):
+    """Each run starts from its own row of the inherited params in the kept groups, fresh elsewhere."""
+    learner = make_learner(CONFIG)
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    hparams = jax.tree.map(lambda x: np.stack([x, x]), default_hparams(CONFIG))
+    fresh = jax.vmap(learner.init)(keys, hparams).params["params"]
+    inherited = jax.tree.map(lambda x: np.stack([x, x + 1.0]), params)
+    warm = jax.jit(jax.vmap(cultural.warm_start(learner, keys, inherited, ("torso", "gru")).init))(keys, hparams)
+    layers = warm.params["params"]
+    for row in range(2):
+        for name in ("encoder", "gru"):
+            jax.tree.map(lambda w, p, row=row: np.testing.assert_array_equal(w[row], p[row]),
+                         layers[name], inherited["params"][name])
+    jax.tree.map(np.testing.assert_array_equal, layers["actor"], fresh["actor"])
+    with pytest.raises(ValueError, match="layer group"):
+        cultural.warm_start(learner, keys, inherited, ("decoder",))
+
+
 @pytest.mark.parametrize("env_id", [
     "memory_sequence/in_weights:seq_len=4", "tsp/in_context:num_cities=4,num_trials=2", "tsp/in_weights:num_cities=4",
     "goal_sequence/in_context:grid_size=5,trial_length=6,num_trials=2",
