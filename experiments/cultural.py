@@ -112,6 +112,9 @@ class Args:
     """GRU size (spec: 256)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """actor and critic heads (spec: 128 128)"""
+    greedy: bool = True
+    """in context: agents act greedily in the generations and baselines (--no-greedy: they sample
+    their actions, so learners of one generation differ and the best trial is selected)"""
     progress: bool = True
     """progress bars over training and generations"""
 
@@ -214,7 +217,7 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
                         throughput)
 
     eval_params = env_params.replace(**ENV_DEFAULTS[args.env]["eval_params"])
-    play = cultural.make_player(config, config.env)
+    play = cultural.make_player(config, config.env, greedy=args.greedy)
     grid = args.env == "goal_sequence"  # its demonstrator replays the best trial; generation 0 random actions
     seed_keys_eval = [jax.random.fold_in(jax.random.PRNGKey(args.seed + 2), s) for s in range(args.num_seeds)]
     seed_scores, trial_scores = [], []
@@ -237,7 +240,7 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
         per_seed = jax.jit(jax.vmap(per_task, in_axes=(0, None, 0, 0)))
         return last_trial_score(per_seed(params_batch, env_params, reset_keys, step_keys))
 
-    long_play = cultural.make_player(config, long_config.env)
+    long_play = cultural.make_player(config, long_config.env, greedy=args.greedy)
     long_eval = long_default.replace(**ENV_DEFAULTS[args.env]["eval_params"])
     baselines = {f"rl2_{trials}_trials": evaluate(long_play, params, long_eval),
                  f"rl2_{long_trials}_trials": evaluate(long_play, long_params, long_eval)}

@@ -15,8 +15,9 @@ environments (``rl.cultural``), whose demonstrators can replay recorded trials:
   observes randomly initialised agents.
 
 A generation's score is its agents' mean score in the last trial of an episode (in weights: in an
-episode played alone, the demonstrators never visible). Agents act greedily, so an agent restarted
-from the same memory plays the same trial, which is why recorded trials stand for the agents.
+episode played alone, the demonstrators never visible). Agents act greedily by default, so an agent
+restarted from the same memory plays the same trial, which is why recorded trials stand for the
+agents; a player that samples its actions records one draw of the trials its agent plays.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def test_cultural_experiment_bad_flags():
 
 def test_cultural_experiment_goal_sequence(tmp_path):
     """The grid world's study path: a trial one-hot of fixed width, so the agent plays the long
-    baseline's episodes; generation 0 replays random actions; no copying-oracle baseline."""
+    baseline's episodes; generation 0 replays random actions; no copying-oracle baseline. Agents
+    sample their actions here (--no-greedy)."""
     summary = experiment.main(experiment.Args(env="goal_sequence", out=str(tmp_path / "goal"), grid_size=5,
-                                              num_trials=2, total_timesteps=64, eval_tasks=2, **SMALL))
+                                              num_trials=2, total_timesteps=64, eval_tasks=2, greedy=False, **SMALL))
     assert len(summary["generation_scores"]) == 2 and set(summary["baselines"]) == {"rl2_2_trials", "rl2_4_trials"}
