@@ -218,9 +218,9 @@ def in_weights_generations(
     ``s``'s agents at ``s * P + p``), generation 0's demonstrators. ``train(g, env_params[S * P],
     previous)`` trains generation ``g``'s ``S * P`` agents observing the replays in those params
     and returns their network params; ``previous`` are generation ``g - 1``'s (``None`` for
-    generation 0), for a training that inherits some layers (``warm_start``). Each generation's demonstrators are the previous agents'
-    greedy trials played alone, sorted by score. Returns the agents' scores alone,
-    ``[generations, S, P]``."""
+    generation 0), for a training that inherits some layers (``warm_start``). Each generation's
+    demonstrators are the previous agents' greedy trials played alone, sorted by score. Returns
+    the agents' scores alone, ``[generations, S, P]``."""
     num_studies = jax.tree.leaves(env_params)[0].shape[0]
     per_agent = jax.tree.map(lambda x: jnp.repeat(x, population, axis=0), env_params)
     keys = jax.random.split(key, (2, num_studies * population))
