@@ -8,7 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+# Tests compile many small programs and run each for moments: XLA's LLVM optimisations of the CPU
+# code cost more compile time than they save (a third of test_cultural_generations' time). Every test
+# process and its children compile this way; what the programs compute is unchanged.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8 {FAST_COMPILE}".strip()
 
 # One persistent compilation cache for the session, shared by this process and every child process
 # (they inherit the environment): many tests compile the same programs again (a resumed run, the
@@ -31,5 +35,5 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` from the repository root with the default CPU set-up (one device
     per core)."""
-    env = {**os.environ, "XLA_FLAGS": ""}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

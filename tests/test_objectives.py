@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import FAST_COMPILE, ROOT, run_cli
 from test_sharding import free_port
 
 from meta import lpo
@@ -160,7 +160,7 @@ def test_discover_on_two_processes_matches_one_and_trains_anywhere(tmp_path):
     """The documented multi-host launch of the discovery, the saved objective, and its use through
     --objective-from and experiments.evaluate_objective."""
     port = str(free_port())
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": "2"}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, "JAX_NUM_CPU_DEVICES": "2"}
     procs = [subprocess.Popen([sys.executable, "-m", *DISCOVER, "--out", str(tmp_path / "two"), "--coordinator",
                                f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import FAST_COMPILE, ROOT, run_cli
 from flax import struct
 from gymnax.environments import environment
 
@@ -56,7 +56,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert run_cli("experiments.ppo", *args, "--out", str(tmp_path / "full")).returncode == 0
 
     cmd = [sys.executable, "-m", "experiments.ppo", *args, "--out", str(tmp_path / "killed")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": ""}, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "XLA_FLAGS": FAST_COMPILE}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 240

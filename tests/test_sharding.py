@@ -8,7 +8,7 @@ import sys
 
 import jax
 import numpy as np
-from conftest import ROOT
+from conftest import FAST_COMPILE, ROOT
 from sharding_case import CONFIG, NUM_RUNS, case_inputs
 
 from rl import records, runner
@@ -59,7 +59,7 @@ def test_several_runs_per_device_do_not_hang():
     a batched QR in the initialiser)."""
     devices = max(4, 2 * len(os.sched_getaffinity(0)))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
     for network in ("mlp", "gru"):
         done = subprocess.run([sys.executable, str(ROOT / "tests" / "busy_devices_case.py"), network], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -74,7 +74,7 @@ def test_documented_multihost_sweep_command_matches_one_process(tmp_path):
     sweep = ["-m", "experiments.sweep", "--env", "CartPole-v1", "--lr", "1e-4,1e-3,3e-3", "--num-seeds", "1",
              "--total-timesteps", "640", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
              "--update-epochs", "1", "--hidden-sizes", "16", "--eval-episodes", "2", "--no-progress"]
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_NUM_CPU_DEVICES": "2"}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, "JAX_NUM_CPU_DEVICES": "2"}
     procs = [
         subprocess.Popen([sys.executable, *sweep, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
                           "--num-processes", "2", "--process-id", str(i)],
