@@ -6,8 +6,9 @@ and ``meta.cultural``'s generation loops:
 
 - ``--mode in_context``: trains an RL^2 agent (recurrent PPO with the spec's PPO settings; a
   smaller net than the spec's by default, which ``--torso-sizes 128 256 --gru-size 256
-  --hidden-sizes 128 128`` restores) against noisy-oracle demonstrators, then runs ``--generations`` episodic generations on fixed
-  tasks. Baselines at equal experience: the agent evaluated for ``generations x num_trials``
+  --hidden-sizes 128 128`` restores) against noisy-oracle demonstrators (for TSP ordered best
+  first by default, as the generations order theirs: ``--sort-oracles``), then runs
+  ``--generations`` episodic generations on fixed tasks. Baselines at equal experience: the agent evaluated for ``generations x num_trials``
   trials in one episode, an agent trained on that many trials evaluated the same way, and the
   noisy oracle (an agent copying one always-visible oracle).
 - ``--mode in_weights``: ``--generations`` train-time generations of a population, each trained
@@ -49,11 +50,11 @@ from rl.errors import ConfigError
 from rl.ppo import PPOConfig, default_hparams, make_learner
 
 ENVS = ("memory_sequence", "tsp", "goal_sequence")
-# Per env: PPO entropy, in-context training steps, generations; evaluation's generation-0 oracles.
+# Per env: PPO entropy, in-context generations, training oracles best first; evaluation's generation-0 oracles.
 ENV_DEFAULTS = {
-    "memory_sequence": {"ent_coef": 0.03, "generations": 8, "eval_params": {}},
-    "tsp": {"ent_coef": 0.05, "generations": 8, "eval_params": {"fixed_temperature": 10.0}},
-    "goal_sequence": {"ent_coef": 0.03, "generations": 7, "eval_params": {}},
+    "memory_sequence": {"ent_coef": 0.03, "generations": 8, "sort_oracles": False, "eval_params": {}},
+    "tsp": {"ent_coef": 0.05, "generations": 8, "sort_oracles": True, "eval_params": {"fixed_temperature": 10.0}},
+    "goal_sequence": {"ent_coef": 0.03, "generations": 7, "sort_oracles": False, "eval_params": {}},
 }
 IN_WEIGHTS_GENERATIONS = 3  # scaled down from the spec's 8 for the CPU (--generations 8)
 
@@ -115,6 +116,9 @@ class Args:
     greedy: bool = True
     """in context: agents act greedily in the generations and baselines (--no-greedy: they sample
     their actions, so learners of one generation differ and the best trial is selected)"""
+    sort_oracles: bool | None = None
+    """in context: the training oracles of an episode stand best first, as the generations order
+    their demonstrators by score (default: TSP True, Memory Sequence False)"""
     progress: bool = True
     """progress bars over training and generations"""
 
@@ -136,6 +140,9 @@ class Args:
         unknown = sorted(set(self.reset_layers) - set(cultural.LAYER_GROUPS))
         if unknown:
             raise ConfigError("reset_layers", f"unknown layer group {unknown[0]!r}; known: {', '.join(cultural.LAYER_GROUPS)}")
+        if self.sort_oracles is not None and (self.mode == "in_weights" or self.env == "goal_sequence"):
+            raise ConfigError("sort_oracles", "orders the several noisy oracles of in-context training (TSP, Memory "
+                              "Sequence); in weights the demonstrators are agents, the grid has one")
         if self.population is not None and self.population < 1:
             raise ConfigError("population", f"must be >= 1, got {self.population}")
         if self.resume and self.out is None:
@@ -160,6 +167,11 @@ class Args:
         return env_id(self.env, self.mode, **{name: sizes[name] for name in own[self.env]},
                       num_trials=num_trials or self.num_trials,
                       num_demonstrators=self.population_size if self.mode == "in_weights" else None)
+
+    @property
+    def oracles_sorted(self) -> bool:
+        """--sort-oracles, or the env's default."""
+        return ENV_DEFAULTS[self.env]["sort_oracles"] if self.sort_oracles is None else self.sort_oracles
 
     @property
     def population_size(self) -> int | None:
@@ -211,10 +223,15 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
     env, env_params = envs.make(config.env)
     trials, generations = env.num_trials, args.num_generations
     long_trials = trials * generations
-    params = train(args, config, out / "agent", seed_keys(args.seed, args.num_seeds), throughput)
+    def training_params(env_id: str) -> Any:  # the env's defaults, oracles sorted or not, one row per seed
+        sorted_ = envs.make(env_id)[1].replace(sort_oracles=args.oracles_sorted)
+        return repeat_runs(sorted_, args.num_seeds)
+
+    params = train(args, config, out / "agent", seed_keys(args.seed, args.num_seeds), throughput,
+                   training_params(config.env))
     long_config = args.ppo(env=args.env_id(long_trials))
     long_params = train(args, long_config, out / f"agent_{long_trials}_trials", seed_keys(args.seed + 1, args.num_seeds),
-                        throughput)
+                        throughput, training_params(long_config.env))
 
     eval_params = env_params.replace(**ENV_DEFAULTS[args.env]["eval_params"])
     play = cultural.make_player(config, config.env, greedy=args.greedy)
@@ -229,7 +246,8 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
         trial_scores.append(scores.mean(axis=(1, 2)))  # [G, T]
 
     # Baselines at equal experience, on the same tasks: generations x trials in one episode beside the
-    # evaluation's generation-0 oracles; and an agent copying one always-visible training oracle.
+    # evaluation's generation-0 oracles; and an agent copying one always-visible training oracle
+    # (an oracle of the env's draw: not sorted, so it is not the best of several).
     long_env, long_default = envs.make(long_config.env)
     reset_keys = jnp.stack([cultural.task_keys(key, args.eval_tasks) for key in seed_keys_eval])
     step_keys = jax.random.split(jax.random.PRNGKey(args.seed + 5), (args.num_seeds, args.eval_tasks,
@@ -247,7 +265,7 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
     if not grid:  # a grid demonstrator's actions move it from its own start: copying them is no baseline
         copier = cultural.make_player(config, long_config.env, copy_demonstrator=True)
         baselines["noisy_oracle"] = evaluate(copier, params, long_default.replace(visibility=1.0))
-    info = {"env_id": config.env, "long_env_id": long_config.env,
+    info = {"env_id": config.env, "long_env_id": long_config.env, "sort_oracles": args.oracles_sorted,
             "generation_trial_scores": np.mean(trial_scores, axis=0).round(3).tolist()}
     return np.stack(seed_scores, axis=1), baselines, info
 

@@ -109,6 +109,16 @@ def test_visibility_schedule_and_oracle_accuracy(many_episodes):
     assert scores.shape == (1600,) and np.all(scores == 24)
 
 
+def test_sorted_oracles_stand_most_accurate_first():
+    env, params = envs.make("memory_sequence/in_context")
+    reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    drawn = np.asarray(reset(keys, params)[1].accuracy)
+    ordered = np.asarray(reset(keys, params.replace(sort_oracles=True))[1].accuracy)
+    np.testing.assert_array_equal(ordered, -np.sort(-drawn, axis=1))
+    assert (np.diff(drawn, axis=1) > 0).any()  # the plain draw is in no order
+
+
 def test_bad_settings_fail_naming_the_field():
     with pytest.raises(ConfigError, match="mode"):
         MemorySequence("in_between")

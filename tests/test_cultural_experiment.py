@@ -13,8 +13,9 @@ SMALL = dict(num_seeds=2, generations=2, num_envs=4, num_steps=8, num_minibatche
 
 def test_cultural_experiment_in_context_and_in_weights(tmp_path):
     small = dict(SMALL, seq_len=4)
+    small = dict(small, sort_oracles=True)  # the training oracles' order reaches the env (TSP's default)
     summary = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, **small))
-    assert len(summary["generation_scores"]) == 2 == len(summary["generation_ci95"])
+    assert len(summary["generation_scores"]) == 2 == len(summary["generation_ci95"]) and summary["sort_oracles"]
     assert set(summary["baselines"]) == {"rl2_4_trials", "rl2_8_trials", "noisy_oracle"}
     assert summary["num_seeds"] == 2 and summary["env_params"]["seq_len"] == 4
     assert (tmp_path / "ic" / "generations.png").exists()
@@ -23,6 +24,7 @@ def test_cultural_experiment_in_context_and_in_weights(tmp_path):
                                             **small))
     assert again["generation_scores"] == summary["generation_scores"]  # resumed: the same study
 
+    small.pop("sort_oracles")
     weights = experiment.main(experiment.Args(out=str(tmp_path / "iw"), mode="in_weights", num_digits=3, population=2,
                                               steps_per_generation=64, reset_layers=("heads",), **small))
     assert len(weights["generation_scores"]) == 2 and set(weights["baselines"]) == {"single_lifetime", "noisy_oracle"}
@@ -41,6 +43,8 @@ def test_cultural_experiment_bad_flags():
         experiment.Args(num_trials=1).validate()
     with pytest.raises(ConfigError, match="generations"):
         experiment.Args(generations=1).validate()
+    with pytest.raises(ConfigError, match="sort_oracles"):
+        experiment.Args(mode="in_weights", sort_oracles=True).validate()
     with pytest.raises(ConfigError, match="reset_layers"):
         experiment.Args(mode="in_weights", reset_layers=("decoder",)).validate()
 

@@ -155,6 +155,18 @@ def test_oracles_choose_by_boltzmann(six_cities, temperature):
         assert np.abs(probabilities[:, 0] - 1 / 6).max() < 0.05
 
 
+def test_sorted_oracles_stand_coolest_first():
+    """sort_oracles reorders the same draw, lowest temperature first (as the generations order
+    their demonstrators, best first)."""
+    env, params = envs.make("tsp/in_context")
+    reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    drawn = np.asarray(reset(keys, params)[1].temperature)
+    ordered = np.asarray(reset(keys, params.replace(sort_oracles=True))[1].temperature)
+    np.testing.assert_array_equal(ordered, np.sort(drawn, axis=1))
+    assert (np.diff(drawn, axis=1) < 0).any()  # the plain draw is in no order
+
+
 def test_oracles_hidden_after_a_revisit_for_the_rest_of_the_trial(six_cities):
     _, run = six_cities
     states = run(fixed_temperature=10.0)[1]

@@ -63,6 +63,8 @@ class CulturalParams(environment.EnvParams):
     """fraction of training done (set by the learner through at_progress)"""
     task_seed: int = -1
     """>= 0: the task (sequence, cities, layout) is the one of this seed; < 0: a new task at every reset"""
+    sort_oracles: bool = False
+    """the noisy oracles of an episode stand best first (as the generations order their demonstrators)"""
     max_steps_in_episode: int = 1_000_000
 
 

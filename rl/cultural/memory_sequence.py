@@ -9,7 +9,8 @@ recurrent state) pays in the next. The episode ends after its last trial.
 
 Beside the agent act ``num_demonstrators`` noisy oracles. On every step each plays the correct
 digit with its accuracy ``p = 1 - 1 / (1 + U * oracle_skill)``, ``U ~ U(0, 1)`` drawn per
-episode (so at most ``L / (L + 1)``), and a uniformly random digit otherwise. Their digits for the
+episode (so at most ``L / (L + 1)``; the most accurate first with ``sort_oracles``), and a
+uniformly random digit otherwise. Their digits for the
 current step are in the observation when the demonstrators are *visible*, which is drawn on every
 step with probability ``(T - k - 1) / (T - 1)`` in trial ``k`` of ``T`` (1, 2/3, 1/3, 0 for four
 trials; always visible for one trial), or with the fixed probability ``visibility`` when it is in
@@ -124,6 +125,7 @@ class MemorySequence(CulturalEnv):
         skill_key, demo_key = jax.random.split(key)
         sequence = jax.random.randint(self.task_key(key, params), (self.seq_len,), 0, self.num_digits)
         skill = jax.random.uniform(skill_key, (self.num_demonstrators,))
+        skill = jnp.where(params.sort_oracles, -jnp.sort(-skill), skill)  # most accurate first
         zero = jnp.zeros((), jnp.int32)
         state = MemorySequenceState(
             sequence=sequence.astype(jnp.int32), position=zero, trial=zero,

@@ -14,7 +14,8 @@ Beside the agent act ``num_demonstrators`` noisy oracles. Each plays its own tri
 with the agent's (back at the depot whenever the agent starts a trial), choosing its next city by
 a softmax over ``-dist(current, j) - sqrt(2) * visited(j)`` at temperature ``U * oracle_temperature``,
 ``U ~ U(0, 1)`` per episode and oracle, or at ``fixed_temperature`` for all oracles when that is
-> 0 (the evaluation's generation-0 oracles use 10, near random). An oracle's city for the current
+> 0 (the evaluation's generation-0 oracles use 10, near random); with ``sort_oracles`` the
+coolest stands first. An oracle's city for the current
 step is shown, including a revisit; after a revisit or a completed tour it is hidden for the rest of
 the agent's trial. Visibility follows ``rl.cultural.base``; so do replayed demonstrators, which show
 their replayed city at each step of the agent's trial.
@@ -139,6 +140,7 @@ class TSP(CulturalEnv):
         temperature_key, demo_key = jax.random.split(key)
         cities = jax.random.uniform(self.task_key(key, params), (self.num_cities, 2))
         drawn = jax.random.uniform(temperature_key, (self.num_demonstrators,)) * params.oracle_temperature
+        drawn = jnp.where(params.sort_oracles, jnp.sort(drawn), drawn)  # lowest temperature first
         temperature = jnp.where(params.fixed_temperature > 0, params.fixed_temperature, drawn)
         zero = jnp.zeros((), jnp.int32)
         k = self.num_demonstrators
