@@ -8,9 +8,10 @@ and ``meta.cultural``'s generation loops:
   smaller net than the spec's by default, which ``--torso-sizes 128 256 --gru-size 256
   --hidden-sizes 128 128`` restores) against noisy-oracle demonstrators (for TSP ordered best
   first by default, as the generations order theirs: ``--sort-oracles``), then runs
-  ``--generations`` episodic generations on fixed tasks. Baselines at equal experience: the agent evaluated for ``generations x num_trials``
-  trials in one episode, an agent trained on that many trials evaluated the same way, and the
-  noisy oracle (an agent copying one always-visible oracle).
+  ``--generations`` episodic generations on fixed tasks. Baselines at equal experience: the
+  agent evaluated for ``generations x num_trials`` trials in one episode, an agent trained on
+  that many trials evaluated the same way, and the noisy oracle (an agent copying one
+  always-visible oracle of the unordered draw).
 - ``--mode in_weights``: ``--generations`` train-time generations of a population, each trained
   from scratch for ``--steps-per-generation`` while observing the previous generation; baseline: a
   population trained for one lifetime of all generations' steps, and the noisy oracle. Every
@@ -223,9 +224,10 @@ def in_context(args: Args, out: Path, throughput: dict[str, float]) -> tuple[np.
     env, env_params = envs.make(config.env)
     trials, generations = env.num_trials, args.num_generations
     long_trials = trials * generations
-    def training_params(env_id: str) -> Any:  # the env's defaults, oracles sorted or not, one row per seed
-        sorted_ = envs.make(env_id)[1].replace(sort_oracles=args.oracles_sorted)
-        return repeat_runs(sorted_, args.num_seeds)
+
+    def training_params(env_id: str) -> Any:
+        """The env's default params with the oracles' order of --sort-oracles, one row per seed."""
+        return repeat_runs(envs.make(env_id)[1].replace(sort_oracles=args.oracles_sorted), args.num_seeds)
 
     params = train(args, config, out / "agent", seed_keys(args.seed, args.num_seeds), throughput,
                    training_params(config.env))

@@ -12,8 +12,7 @@ SMALL = dict(num_seeds=2, generations=2, num_envs=4, num_steps=8, num_minibatche
 
 
 def test_cultural_experiment_in_context_and_in_weights(tmp_path):
-    small = dict(SMALL, seq_len=4)
-    small = dict(small, sort_oracles=True)  # the training oracles' order reaches the env (TSP's default)
+    small = dict(SMALL, seq_len=4, sort_oracles=True)  # training oracles best first (TSP's default) on this path
     summary = experiment.main(experiment.Args(out=str(tmp_path / "ic"), total_timesteps=64, eval_tasks=4, **small))
     assert len(summary["generation_scores"]) == 2 == len(summary["generation_ci95"]) and summary["sort_oracles"]
     assert set(summary["baselines"]) == {"rl2_4_trials", "rl2_8_trials", "noisy_oracle"}
