@@ -240,7 +240,7 @@ def test_automatic_fields_resolve_to_the_devices_and_the_task():
     auto = lm_learner.LMConfig(data_shards=0, max_new_tokens=0, prompts_per_update=12)
     assert lm_learner.resolved(auto).data_shards == 4 and lm_learner.resolved(auto).max_new_tokens == 8  # gcd(8, 12)
     countdown = lm_learner.resolved(dataclasses.replace(auto, task="countdown"))
-    assert countdown.data_shards == 1 and countdown.max_new_tokens == 16  # scored in Python: one device
+    assert countdown.data_shards == 4 and countdown.max_new_tokens == 16
     assert lm_learner.resolved(dataclasses.replace(auto, data_shards=2)).data_shards == 2
 
 
@@ -298,3 +298,25 @@ def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
     for name in ("total_loss", "episode_return", "entropy"):
         np.testing.assert_allclose(one.records[-1][name], eight.records[-1][name], rtol=2e-4, atol=1e-6)
+
+
+def test_countdown_scored_in_python_splits_over_devices_like_one_device(tmp_path):
+    """Countdown's verifier runs on the host inside the compiled update (``jax.pure_callback``); with
+    the batch over 2 devices each device scores its share, and a run matches one device."""
+    from rl import runner
+
+    def train(shards: int) -> runner.RunResult:
+        config = lm_learner.LMConfig(task="countdown", algo="grpo", num_layers=1, d_model=32, num_updates=2,
+                                     lr=3e-3, prompts_per_update=4, group_size=4, data_shards=shards, train_pool=64)
+        learner, _ = lm_learner.make_learner(config)
+        hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
+        keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
+        return runner.run(learner, keys, hparams, tmp_path / f"run{shards}", {}, progress=False,
+                          devices=jax.devices()[:shards], chunk_updates=2, checkpoint_seconds=0)
+
+    one, two = train(1), train(2)
+    assert two.num_devices == 2
+    for name in ("episode_return", "zero_adv_frac", "total_loss"):
+        np.testing.assert_allclose(one.records[-1][name], two.records[-1][name], rtol=2e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(one.state.params), jax.tree.leaves(two.state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)

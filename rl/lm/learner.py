@@ -219,13 +219,11 @@ DEFAULT_NEW_TOKENS = {"addition": 8, "multiplication": 8, "countdown": 16}
 def resolved(config: LMConfig) -> LMConfig:
     """``config`` with its automatic fields filled in: ``max_new_tokens = 0`` by the task's default,
     ``data_shards = 0`` by the largest count dividing both JAX's devices and the prompts of a
-    minibatch (call it after ``jax.distributed.initialize``), or by 1 for a task scored in Python
-    (Countdown: a 2-device RL run of it stalled; README, language-model RL)."""
+    minibatch (call it after ``jax.distributed.initialize``)."""
     if not config.max_new_tokens:
         config = dataclasses.replace(config, max_new_tokens=DEFAULT_NEW_TOKENS[config.task])
     if not config.data_shards:
-        python_verifier = not task_lib.make_task(config.task).single_answer
-        shards = 1 if python_verifier else math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
+        shards = math.gcd(jax.device_count(), config.prompts_per_update // config.num_minibatches)
         config = dataclasses.replace(config, data_shards=shards, fsdp=config.fsdp and shards > 1)
     return config
 
@@ -302,6 +300,10 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
 
         def verify(indices: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+            # host copies first: the callback may receive jax arrays, and any jax operation on them
+            # here (even iterating over rows) would be dispatched to a device that is busy running
+            # the computation waiting on this callback, a deadlock once the batch spans devices
+            indices, tokens = np.asarray(indices), np.asarray(tokens)
             flat_i, flat_t = indices.reshape(-1), tokens.reshape(-1, tokens.shape[-1])
             texts = [tokenizer.decode(t) for t in flat_t]
             return task.rewards([problems[i] for i in flat_i], texts).reshape(indices.shape)
