@@ -48,7 +48,7 @@ class Args:
     """warm start: problems per update"""
     eval_problems: int = 2048
     """held-out problems for pass@1 and pass@k (256 left a standard error of about 2 points: the default
-    warm start scored 14.5% on one such draw and 11.4% on 2,048 problems)"""
+    warm start scored 14.5% on one such draw and 11.2% on 2,048 problems)"""
     pass_k: int = 4
     """k of pass@k (2k samples per problem)"""
     eval_points: int = 4

@@ -257,28 +257,33 @@ def test_bad_lm_flags_fail_before_compiling():
     assert result.returncode == 2 and len(lines) == 1 and "algo" in lines[0], result.stderr[-2000:]
 
 
+def run_split(config: lm_learner.LMConfig, out, reward_fn=None, resume: bool = False):
+    """One run of ``config`` through the core runner on its first ``config.data_shards`` devices."""
+    from rl import runner
+
+    learner, _ = lm_learner.make_learner(config, reward_fn=reward_fn)
+    hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
+    return runner.run(learner, keys, hparams, out, {}, progress=False, devices=jax.devices()[:config.data_shards],
+                      chunk_updates=2, checkpoint_seconds=0, resume=resume)
+
+
 @pytest.mark.parametrize(("algo", "fsdp"), [("grpo", True), ("sft", False)])
 def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp):
     """data_shards=8: each of 8 (faked CPU) devices samples and scores its share of the prompts; with
     one minibatch per update a run matches one device to float tolerance. Plain data parallel keeps
     a whole copy of the state per device; with fsdp each device stores 1/8 of every parameter (and
     of the reference and Adam's moments) that 8 divides."""
-    from rl import runner
-
-    def train(shards: int, devices: list, resume: bool = False) -> runner.RunResult:
+    def train(shards: int, resume: bool = False):
         config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
                                      prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
                                      data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256)
-        learner, _ = lm_learner.make_learner(
-            config, reward_fn=lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32))
-        hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
-        keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
-        return runner.run(learner, keys, hparams, tmp_path / f"run{shards}", {}, progress=False, devices=devices,
-                          chunk_updates=2, checkpoint_seconds=0, resume=resume)
+        reward = lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32)  # noqa: E731
+        return run_split(config, tmp_path / f"run{shards}", reward_fn=reward, resume=resume)
 
-    one, eight = train(1, jax.devices()[:1]), train(8, jax.devices()[:8])
+    one, eight = train(1), train(8)
     assert eight.num_devices == 8
-    restored = train(8, jax.devices()[:8], resume=True)  # the checkpoint is read back with the same layout
+    restored = train(8, resume=True)  # the checkpoint is read back with the same layout
     for a, b in zip(jax.tree.leaves(restored.state), jax.tree.leaves(eight.state), strict=True):
         assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -303,16 +308,10 @@ def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp)
 def test_countdown_scored_in_python_splits_over_devices_like_one_device(tmp_path):
     """Countdown's verifier runs on the host inside the compiled update (``jax.pure_callback``); with
     the batch over 2 devices each device scores its share, and a run matches one device."""
-    from rl import runner
-
-    def train(shards: int) -> runner.RunResult:
+    def train(shards: int):
         config = lm_learner.LMConfig(task="countdown", algo="grpo", num_layers=1, d_model=32, num_updates=2,
                                      lr=3e-3, prompts_per_update=4, group_size=4, data_shards=shards, train_pool=64)
-        learner, _ = lm_learner.make_learner(config)
-        hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
-        keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
-        return runner.run(learner, keys, hparams, tmp_path / f"run{shards}", {}, progress=False,
-                          devices=jax.devices()[:shards], chunk_updates=2, checkpoint_seconds=0)
+        return run_split(config, tmp_path / f"run{shards}")
 
     one, two = train(1), train(2)
     assert two.num_devices == 2
