@@ -9,9 +9,11 @@ import tempfile
 from pathlib import Path
 
 # Tests compile many small programs and run each for moments: XLA's LLVM optimisations of the CPU
-# code cost more compile time than they save (a third of test_cultural_generations' time). Every test
-# process and its children compile this way; what the programs compute is unchanged.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+# code cost more compile time than they save (a third of test_cultural_generations' time), and so do
+# its newer fusion emitters (the cultural agent's training program compiled in 2.2-3.8 s without
+# them, 6-7 s with them). Every test process and its children compile this way; what the programs
+# compute is unchanged.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8 {FAST_COMPILE}".strip()
 
 # One persistent compilation cache for the session, shared by this process and every child process
