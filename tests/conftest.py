@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices (for the sharding tests) before JAX starts, and shared helpers."""
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -39,3 +40,17 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     per core)."""
     env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli_cases(module: str, cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """``run_cli(module, *case)`` for every case, all in one child process (``tests/cli_cases.py``):
+    for command lines that stop before training (bad input), whose time is mostly Python's imports
+    and JAX's start. Each result has the case's exit status and stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results.json"
+        done = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_cases.py"), module, str(results), json.dumps(cases)],
+                              cwd=ROOT, env={**os.environ, "XLA_FLAGS": FAST_COMPILE}, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [subprocess.CompletedProcess([module, *case], r["returncode"], "", r["stderr"])
+                for case, r in zip(cases, json.loads(results.read_text()), strict=True)]

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE, ROOT, run_cli
+from conftest import FAST_COMPILE, ROOT, run_cli, run_cli_cases
 from test_sharding import free_port
 
 from meta import lpo
@@ -194,18 +194,33 @@ def test_discover_on_two_processes_matches_one_and_trains_anywhere(tmp_path):
     assert (tmp_path / "eval" / "drift.png").exists() and (tmp_path / "eval" / "returns_by_horizon.png").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["experiments.discover", "--objective", "nope"], "objective: unknown objective 'nope'"),
-    (["experiments.discover", "--strategy", "Nope"], "strategy: unknown evosax strategy 'Nope'"),
-    (["experiments.discover", "--population", "5"], "population: antithetic sampling pairs members: must be even"),
-    (["experiments.discover", "--objective", "lpg", "--lpg-max-updates", "5"], "lpg_max_updates: lifetimes are drawn"),
-    (["experiments.evaluate_objective", "--objective", str(ROOT / "tests")], "holds no discovered objective"),
-])
-def test_bad_input_gives_one_line(args, message):
-    done = run_cli(*args, "--out", "/tmp/never-written", timeout=120)
+BAD_INPUT = [
+    (["--objective", "nope"], "objective: unknown objective 'nope'"),
+    (["--strategy", "Nope"], "strategy: unknown evosax strategy 'Nope'"),
+    (["--population", "5"], "population: antithetic sampling pairs members: must be even"),
+    (["--objective", "lpg", "--lpg-max-updates", "5"], "lpg_max_updates: lifetimes are drawn"),
+    (["--objective", "lpo", "--meta-gradient-window", "3"], "meta_gradient_window"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs():
+    return run_cli_cases("experiments.discover", [[*args, "--out", "/tmp/never-written"] for args, _ in BAD_INPUT])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_input_gives_one_line(bad_input_runs, case):
+    message, done = BAD_INPUT[case][1], bad_input_runs[case]
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
     assert message in done.stderr and not os.path.exists("/tmp/never-written")
+
+
+def test_evaluating_a_directory_without_an_objective_gives_one_line():
+    done = run_cli("experiments.evaluate_objective", "--objective", str(ROOT / "tests"), "--out", "/tmp/never-written")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "holds no discovered objective" in lines[0], done.stderr[-2000:]
+    assert not os.path.exists("/tmp/never-written")
 
 
 def test_objective_of_another_kind_is_refused(tmp_path):
@@ -241,5 +256,3 @@ def test_lpg_discovery_metagradient_baseline_and_held_out_evaluation(tmp_path):
     assert row["horizon"] == 3 and row["kind"] == "ta_lpg" and len(row["objective"]["per_seed"]) == 2
     refused = run_cli("experiments.ppo", "--objective-from", str(tmp_path / "es"), "--out", str(tmp_path / "never"))
     assert refused.returncode == 2 and "holds a 'lpg' objective" in refused.stderr
-    wrong = run_cli("experiments.discover", "--objective", "lpo", "--meta-gradient-window", "3", "--out", "/tmp/never")
-    assert wrong.returncode == 2 and "meta_gradient_window" in wrong.stderr

@@ -1,13 +1,12 @@
 """SPO and Bradley-Terry trajectory rewards: hand-computed values, the hooks of the core learner,
 the cyclic test game, and the entry point's errors."""
 
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_cli_cases
 
 from experiments import plot_runs
 from experiments import spo as spo_experiment
@@ -150,9 +149,8 @@ def dataclass_replace(obj, **changes):
 
 def test_cli_bad_input_is_one_line_and_nonzero_exit(tmp_path):
     cases = [["--group-size", "1"], ["--preference", "cyclic"], ["--algo", "dpo"], ["--env", "CartPole-v1"]]
-    for extra in cases:
-        done = subprocess.run([sys.executable, "-m", "experiments.spo", "--out", str(tmp_path / "x"), *extra],
-                              capture_output=True, text=True, timeout=300)
+    for extra, done in zip(cases, run_cli_cases("experiments.spo", [["--out", str(tmp_path / "x"), *c] for c in cases]),
+                           strict=True):
         assert done.returncode == 2, (extra, done.stderr)
         assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error:"), (extra, done.stderr)
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE, ROOT, run_cli
+from conftest import FAST_COMPILE, ROOT, run_cli, run_cli_cases
 from flax import struct
 from gymnax.environments import environment
 
@@ -79,18 +79,25 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert summary_full["final_return_per_seed"] == summary_resumed["final_return_per_seed"]
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--env", "NoSuchEnv-v0"], "env: unknown environment id 'NoSuchEnv-v0'"),
-        (["--num-envs", "4", "--num-steps", "10", "--num-minibatches", "3"],
-         "num_minibatches: num_envs * num_steps = 40 is not divisible by num_minibatches = 3"),
-        (["--lr", "-0.001"], "lr: must be finite and > 0.0, got -0.001"),
-    ],
-)
-def test_bad_config_fails_before_compiling_and_writes_nothing(tmp_path, flags, message):
-    out = tmp_path / "run"
-    result = run_cli("experiments.ppo", "--out", str(out), *flags)
+BAD_CONFIGS = [
+    (["--env", "NoSuchEnv-v0"], "env: unknown environment id 'NoSuchEnv-v0'"),
+    (["--num-envs", "4", "--num-steps", "10", "--num-minibatches", "3"],
+     "num_minibatches: num_envs * num_steps = 40 is not divisible by num_minibatches = 3"),
+    (["--lr", "-0.001"], "lr: must be finite and > 0.0, got -0.001"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    outs = [root / f"run{i}" for i in range(len(BAD_CONFIGS))]
+    return outs, run_cli_cases("experiments.ppo", [["--out", str(out), *flags] for out, (flags, _) in
+                                                    zip(outs, BAD_CONFIGS, strict=True)])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_CONFIGS)))
+def test_bad_config_fails_before_compiling_and_writes_nothing(bad_config_runs, case):
+    message, out, result = BAD_CONFIGS[case][1], bad_config_runs[0][case], bad_config_runs[1][case]
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {message}" or message in result.stderr
     assert "Traceback" not in result.stderr

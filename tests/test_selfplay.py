@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_cases
 
 from rl import envs
 from rl.errors import ConfigError
@@ -160,7 +160,7 @@ def test_selfplay_resume_repeats_the_uninterrupted_run(selfplay_run):
         assert summaries[0][key] == summaries[1][key], key
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["--game", "nope"], "game: unknown pgx game 'nope'"),
     (["--game", "2048"], "one-player pgx game"),
     (["--algo", "nope"], "algo: unknown algo 'nope'"),
@@ -168,9 +168,18 @@ def test_selfplay_resume_repeats_the_uninterrupted_run(selfplay_run):
     (["--eval-games", "7"], "eval_games: must be a positive even number"),
     (["--algo", "alphazero", "--game-shards", "3"], "game_shards: 3 devices do not split the 256"),
     (["--opponent-random-move-prob", "1.5"], "opponent_random_move_prob: must be in [0, 1]"),
-])
-def test_bad_input_gives_one_line(args, message):
-    done = run_cli("experiments.selfplay", *args, "--out", "/tmp/never-written-selfplay", timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs():
+    return run_cli_cases("experiments.selfplay", [[*args, "--out", "/tmp/never-written-selfplay"]
+                                                  for args, _ in BAD_INPUT])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_input_gives_one_line(bad_input_runs, case):
+    message, done = BAD_INPUT[case][1], bad_input_runs[case]
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
     assert message in done.stderr
