@@ -94,6 +94,22 @@ def test_arithmetic_splits_are_disjoint_and_verified_exactly():
     assert task.rewards(test[:2], [test[0].target, "0"]).tolist() == [1.0, 0.0]
 
 
+def test_arithmetic_rewards_exact_and_digit_credit_by_hand():
+    def row(text, eos=True, n=6):
+        ids = [*TOKENIZER.encode(text), *([EOS] if eos else [])]
+        return ids + [PAD] * (n - len(ids))
+
+    answers = jnp.asarray([row("5535")] * 4)
+    tokens = jnp.asarray([row("5535"), row("5536"), row("553"), row("55350", eos=False)])
+    exact = lm_learner.arithmetic_rewards(tokens, answers, "exact")
+    digits = lm_learner.arithmetic_rewards(tokens, answers, "digits")
+    np.testing.assert_allclose(exact, [1, 0, 0, 0])
+    # 5 scored positions (4 digits, EOS): all; 3 digits + EOS; 3 digits (EOS lands on "5"); 4 digits
+    np.testing.assert_allclose(digits, [1, 0.8, 0.6, 0.8])
+    with pytest.raises(ConfigError, match="reward"):
+        lm_learner.LMConfig(task="countdown", reward="digits").validate()
+
+
 def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():
     task = tasks.make_task("countdown")
     problems = task.sample(np.random.default_rng(0), 200, "train")

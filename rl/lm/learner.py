@@ -4,7 +4,8 @@ compiles into chunks with its progress bar, metrics.jsonl, checkpoints and exact
 
 Every update of an RL algorithm samples ``prompts_per_update`` training problems, draws
 ``group_size`` completions of each with the KV-cache sampler (``rl.lm.sampler``, temperature
-``temperature``), scores them with the task's exact verifier, and takes ``update_epochs`` passes of
+``temperature``), scores them with the task's exact verifier (arithmetic with ``reward="digits"``:
+partial credit, the fraction of the answer's positions right), and takes ``update_epochs`` passes of
 ``num_minibatches`` gradient steps over the batch (whole groups per minibatch). Per sequence ``i``
 of a group with rewards ``r``:
 
@@ -29,7 +30,7 @@ token: ``k1 = -D``, ``k2 = D^2/2``, ``k3 = e^D - D - 1``; as a loss term (``kl_c
 policy). ``sft`` is teacher-forced cross-entropy on the task's answer (and end-of-sequence token).
 
 Metrics per update: ``reward_mean``/``reward_std`` (also as ``episode_return``), ``zero_adv_frac``
-(groups whose rewards are all equal), ``clip_frac``, ``kl``, ``entropy``, ``response_length``,
+(groups whose rewards are all equal), ``solved`` (samples with the full reward 1), ``clip_frac``, ``kl``, ``entropy``, ``response_length``,
 ``samples_seen``, ``total_loss``.
 """
 
@@ -55,6 +56,7 @@ from rl.losses import clipped_surrogate, clipped_value_loss
 from rl.ppo import Learner
 from rl.sharding import DATA_AXIS
 
+REWARDS = ("exact", "digits")
 ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -107,6 +109,10 @@ class LMConfig:
     run's devices (fully sharded data parallel: each leaf along its largest dimension that
     data_shards divides); an update gathers the full parameters for its compute and
     reduce-scatters the gradients, so each device updates only its slice"""
+    reward: str = "exact"
+    """arithmetic RL reward: "exact" (1 for the exact answer and EOS, else 0) or "digits" (the
+    fraction of the answer's positions, its digits and EOS, that the completion gets right: 1 only
+    for the exact answer; partial credit for near misses)"""
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
@@ -133,6 +139,10 @@ class LMConfig:
             raise ConfigError("algo", f"unknown algo {self.algo!r}; known: {', '.join(ALGOS)}")
         if self.task not in task_lib.TASKS:
             raise ConfigError("task", f"unknown task {self.task!r}; known: {', '.join(task_lib.TASKS)}")
+        if self.reward not in REWARDS:
+            raise ConfigError("reward", f"must be one of {REWARDS}, got {self.reward!r}")
+        if self.reward == "digits" and not task_lib.make_task(self.task).single_answer:
+            raise ConfigError("reward", f"digits credit needs an arithmetic task, not {self.task!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError("kl_estimator", f"must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         for name in ("num_updates", "prompts_per_update", "update_epochs", "num_minibatches", "train_pool"):
@@ -228,6 +238,22 @@ def resolved(config: LMConfig) -> LMConfig:
     return config
 
 
+def answer_positions(answers: jax.Array) -> jax.Array:
+    """Mask of each target row's answer tokens and its EOS (not the padding after it)."""
+    is_eos = answers == EOS
+    return jnp.cumsum(is_eos, axis=1) - is_eos == 0
+
+
+def arithmetic_rewards(tokens: jax.Array, answers: jax.Array, reward: str = "exact") -> jax.Array:
+    """Rewards ``(B,)`` of completions ``(B, N)`` against target rows (the answer, EOS, padding):
+    "exact" is 1 when the completion is the answer and EOS; "digits" is the fraction of the answer's
+    positions and its EOS that the completion matches (1 exactly when "exact" is 1)."""
+    if reward == "digits":
+        scored = answer_positions(answers)
+        return ((tokens == answers) & scored).sum(axis=1) / scored.sum(axis=1)
+    return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
+
+
 def split_dim(shape: tuple[int, ...], shards: int) -> int:
     """The dimension of a leaf that fully sharded data parallel splits over ``shards`` devices: the
     largest one that ``shards`` divides (-1: none, the leaf is replicated)."""
@@ -296,8 +322,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         if reward_fn is not None:
             return reward_fn(indices, tokens)
         answers = jnp.asarray(pool.answers)[indices]
-        if task.single_answer:  # exact match of the answer and EOS, in JAX
-            return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
+        if task.single_answer:  # in JAX
+            return arithmetic_rewards(tokens, answers, config.reward)
 
         def verify(indices: np.ndarray, tokens: np.ndarray) -> np.ndarray:
             # host copies first: the callback may receive jax arrays, and any jax operation on them
@@ -395,8 +421,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         index = local(jax.random.randint(pick_key, (config.prompts_per_update,), 0, len(problems)))
         prompts, prompt_mask = jnp.asarray(pool.prompts)[index], jnp.asarray(pool.prompt_mask)[index]
         answers = jnp.asarray(pool.answers)[index]
-        # the answer, its EOS, and nothing after it
-        mask = jnp.cumsum(answers == EOS, axis=1) - (answers == EOS) == 0
+        mask = answer_positions(answers)
         tokens = total(mask.sum())
 
         def loss_fn(params):
@@ -529,6 +554,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             episode_return=reward_mean, reward_mean=reward_mean,
             reward_std=jnp.sqrt(jnp.maximum(total((rewards**2).sum()) / config.batch_size - reward_mean**2, 0.0)),
             zero_adv_frac=total((by_group.max(axis=1) == by_group.min(axis=1)).sum()) / groups,
+            solved=total((rewards >= 1.0).sum()) / config.batch_size,  # samples earning the full reward
             response_length=total(maskf.sum()) / config.batch_size, samples_seen=seen,
         )
         return LMState(params, state.reference, opt_state, key, seen), metrics
