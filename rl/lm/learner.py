@@ -30,8 +30,8 @@ token: ``k1 = -D``, ``k2 = D^2/2``, ``k3 = e^D - D - 1``; as a loss term (``kl_c
 policy). ``sft`` is teacher-forced cross-entropy on the task's answer (and end-of-sequence token).
 
 Metrics per update: ``reward_mean``/``reward_std`` (also as ``episode_return``), ``zero_adv_frac``
-(groups whose rewards are all equal), ``solved`` (samples with the full reward 1), ``clip_frac``, ``kl``, ``entropy``, ``response_length``,
-``samples_seen``, ``total_loss``.
+(groups whose rewards are all equal), ``solved`` (samples with the full reward 1), ``clip_frac``,
+``kl``, ``entropy``, ``response_length``, ``samples_seen``, ``total_loss``.
 """
 
 from __future__ import annotations
