@@ -42,15 +42,17 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_cli_cases(module: str, cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+def run_cli_cases(module: str | None, cases: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """``run_cli(module, *case)`` for every case, all in one child process (``tests/cli_cases.py``):
-    for command lines that stop before training (bad input), whose time is mostly Python's imports
-    and JAX's start. Each result has the case's exit status and stderr."""
+    for command lines that stop before training (``--help``, bad input), whose time is mostly
+    Python's imports and JAX's start. With ``module=None`` each case starts with its module. Each
+    result has the case's exit status, stdout and stderr."""
+    commands = [list(case) if module is None else [module, *case] for case in cases]
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.json"
-        done = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_cases.py"), module, str(results), json.dumps(cases)],
+        done = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_cases.py"), str(results), json.dumps(commands)],
                               cwd=ROOT, env={**os.environ, "XLA_FLAGS": FAST_COMPILE}, capture_output=True, text=True,
                               timeout=timeout)
         assert done.returncode == 0, done.stderr[-3000:]
-        return [subprocess.CompletedProcess([module, *case], r["returncode"], "", r["stderr"])
-                for case, r in zip(cases, json.loads(results.read_text()), strict=True)]
+        return [subprocess.CompletedProcess(command, r["returncode"], r["stdout"], r["stderr"])
+                for command, r in zip(commands, json.loads(results.read_text()), strict=True)]

@@ -4,26 +4,29 @@ import csv
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_cases
 
 from experiments import bench_ppo, minatar, sweep
 from experiments.common import RunArgs
 from rl.ppo import HPARAM_FIELDS, PPOConfig
 
+CLI_MODULES = ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
+               "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
+               "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay", "experiments.cultural",
+               "experiments.bench_cultural", "experiments.lm_rl", "experiments.lm_compare", "experiments.bench_sampler"]
 
-@pytest.mark.parametrize("module", ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
-                                    "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
-                                    "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay",
-                                    "experiments.lm_rl", "experiments.bench_sampler"])
-def test_help_lists_every_field_with_its_default(module):
-    result = run_cli(module, "--help")
-    assert result.returncode == 0
-    text = " ".join(result.stdout.split())
-    if module in ("experiments.ppo", "experiments.sweep"):
-        flags = [f.name for f in PPOConfig.__dataclass_fields__.values() if f.name != "trajectory_reward"]
-        for field in ["num_seeds", "resume", *flags]:
-            assert f"--{field.replace('_', '-')}" in text, field
-        assert "(default: 0.00025)" in text and "(default: CartPole-v1)" in text
+
+def test_help_lists_every_field_with_its_default():
+    """Every CLI's --help exits 0 and lists its flags (all modules in one child process)."""
+    flags = [f.name for f in PPOConfig.__dataclass_fields__.values() if f.name != "trajectory_reward"]
+    for module, result in zip(CLI_MODULES, run_cli_cases(None, [[m, "--help"] for m in CLI_MODULES]), strict=True):
+        assert result.returncode == 0, (module, result.stderr[-2000:])
+        text = " ".join(result.stdout.split())
+        assert "--out" in text or module == "experiments.plot_runs", module
+        if module in ("experiments.ppo", "experiments.sweep"):
+            for field in ["num_seeds", "resume", *flags]:
+                assert f"--{field.replace('_', '-')}" in text, (module, field)
+            assert "(default: 0.00025)" in text and "(default: CartPole-v1)" in text, module
 
 
 def test_sweep_ranks_a_small_grid(tmp_path):

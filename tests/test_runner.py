@@ -91,8 +91,11 @@ BAD_CONFIGS = [
 def bad_config_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     outs = [root / f"run{i}" for i in range(len(BAD_CONFIGS))]
-    return outs, run_cli_cases("experiments.ppo", [["--out", str(out), *flags] for out, (flags, _) in
-                                                    zip(outs, BAD_CONFIGS, strict=True)])
+    existing = root / "existing"  # a run directory that already holds someone's files (the last case)
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    cases = [["--out", str(out), *flags] for out, (flags, _) in zip(outs, BAD_CONFIGS, strict=True)]
+    return outs + [existing], run_cli_cases("experiments.ppo", [*cases, [*TINY, "--out", str(existing)]])
 
 
 @pytest.mark.parametrize("case", range(len(BAD_CONFIGS)))
@@ -119,11 +122,8 @@ def test_corrupted_checkpoint_is_reported_and_nothing_is_overwritten(tmp_path):
     assert tree_digest(out) == before
 
 
-def test_existing_run_directory_is_not_overwritten(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
-    result = run_cli("experiments.ppo", *TINY, "--out", str(out))
+def test_existing_run_directory_is_not_overwritten(bad_config_runs):
+    out, result = bad_config_runs[0][-1], bad_config_runs[1][-1]
     assert result.returncode == 2 and "already holds files" in result.stderr
     assert (out / "notes.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
 
