@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_cases
 
 from models.transformer import Transformer, TransformerConfig
 from rl.errors import ConfigError
@@ -268,7 +268,7 @@ def test_bad_lm_flags_fail_before_compiling():
                            ({"fsdp": True}, "fsdp"), ({"max_new_tokens": -1}, "max_new_tokens")):
         with pytest.raises(ConfigError, match=field):
             Args(lm=lm_learner.LMConfig(**changes)).validate()
-    result = run_cli("experiments.lm_rl", "--algo", "nope", "--out", "/tmp/never-written-lm")
+    [result] = run_cli_cases("experiments.lm_rl", [["--algo", "nope", "--out", "/tmp/never-written-lm"]])
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "algo" in lines[0], result.stderr[-2000:]
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import nashpy
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli_cases
 
 from experiments import matrix_games
 from experiments.common import cli
@@ -200,8 +200,9 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, monkeypatch, capsys,
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_input_through_python_m(tmp_path):
-    result = run_cli("experiments.matrix_games", "--game", "nope", "--learner", "hedge", "--out", str(tmp_path / "x"))
+def test_bad_input_through_the_cli(tmp_path):
+    [result] = run_cli_cases("experiments.matrix_games", [["--game", "nope", "--learner", "hedge", "--out",
+                                                          str(tmp_path / "x")]])
     assert result.returncode == 2 and result.stderr.startswith("error: game: unknown game 'nope'")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
 

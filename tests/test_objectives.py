@@ -205,7 +205,11 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def bad_input_runs():
-    return run_cli_cases("experiments.discover", [[*args, "--out", "/tmp/never-written"] for args, _ in BAD_INPUT])
+    """Every case of BAD_INPUT, then evaluate_objective on a directory without an objective (last),
+    in one child process."""
+    return run_cli_cases(None, [*(["experiments.discover", *args, "--out", "/tmp/never-written"] for args, _ in BAD_INPUT),
+                                ["experiments.evaluate_objective", "--objective", str(ROOT / "tests"), "--out",
+                                 "/tmp/never-written"]])
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)))
@@ -216,8 +220,8 @@ def test_bad_input_gives_one_line(bad_input_runs, case):
     assert message in done.stderr and not os.path.exists("/tmp/never-written")
 
 
-def test_evaluating_a_directory_without_an_objective_gives_one_line():
-    done = run_cli("experiments.evaluate_objective", "--objective", str(ROOT / "tests"), "--out", "/tmp/never-written")
+def test_evaluating_a_directory_without_an_objective_gives_one_line(bad_input_runs):
+    done = bad_input_runs[-1]
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "holds no discovered objective" in lines[0], done.stderr[-2000:]
     assert not os.path.exists("/tmp/never-written")
