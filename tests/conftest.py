@@ -56,3 +56,37 @@ def run_cli_cases(module: str | None, cases: list[list[str]], timeout: float = 3
         assert done.returncode == 0, done.stderr[-3000:]
         return [subprocess.CompletedProcess(command, r["returncode"], r["stdout"], r["stderr"])
                 for command, r in zip(commands, json.loads(results.read_text()), strict=True)]
+
+
+# The two xdist workers take whole test files (`--dist loadfile`) from one queue. xdist orders that
+# queue by the number of tests in a file, so files of a few slow tests (test_cultural_experiment:
+# 3 tests, 3 minutes) came last and one worker ran alone at the end. Slowest first instead (seconds
+# per file measured with --durations on 2026-12-03), the rest after them in their collection order.
+SLOWEST_FILES_FIRST = [
+    "test_objectives.py",  # 271 s
+    "test_lm.py",  # 255
+    "test_cultural_experiment.py",  # 180
+    "test_runner.py",  # 178
+    "test_selfplay.py",  # 130
+    "test_experiments.py",  # 130
+    "test_selfplay_alphazero.py",  # 115
+    "test_preference.py",  # 111
+    "test_selfplay_arena.py",  # 107
+    "test_sharding.py",  # 87
+    "test_cultural_generations.py",  # 66
+    "test_envs.py",  # 61
+    "test_matrix_games.py",  # 59
+    "test_probes.py",  # 52
+]
+
+
+def pytest_configure(config):
+    """In the controlling process: keep the queue in the order of ``pytest_collection_modifyitems``."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    """Test files slowest first (``SLOWEST_FILES_FIRST``); a file's own tests keep their order."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

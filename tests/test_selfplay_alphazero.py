@@ -1,0 +1,91 @@
+"""AlphaZero self-play on pgx boards: outcome targets, a smoke run of experiments.selfplay with
+load_agent, and games split over devices with exact resume."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from rl.errors import ConfigError
+from rl.selfplay import agents, games
+
+
+def test_alphazero_value_targets_are_the_final_outcome_for_the_player_to_move():
+    from rl.selfplay.alphazero import outcome_targets
+
+    # two games over 5 steps: game 0 ends at step 2 (player 1 moved and won), then a new game that
+    # is still running at the end; game 1 ends at step 4 in a draw
+    player = jnp.array([[0, 0], [1, 1], [1, 0], [0, 1], [1, 0]])
+    rewards = jnp.zeros((5, 2, 2)).at[2, 0].set(jnp.array([-1.0, 1.0]))
+    ended = jnp.zeros((5, 2), bool).at[2, 0].set(True).at[4, 1].set(True)
+    targets, known = outcome_targets(player, rewards, ended)
+    np.testing.assert_array_equal(np.asarray(known[:, 0]), [True, True, True, False, False])
+    np.testing.assert_array_equal(np.asarray(targets[:3, 0]), [-1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(known[:, 1]), [True] * 5)
+    np.testing.assert_array_equal(np.asarray(targets[:, 1]), [0.0] * 5)
+
+
+def test_alphazero_smoke_run_and_load_agent(tmp_path):
+    tiny = ["--num-updates", "2", "--selfplay-games", "8", "--selfplay-steps", "6", "--num-simulations", "4",
+            "--train-steps", "2", "--train-batch", "8", "--replay-positions", "96", "--channels", "4", "--blocks", "1"]
+    done = run_cli("experiments.selfplay", "--game", "tic_tac_toe", "--algo", "alphazero", *tiny, "--snapshots", "1",
+                   "--search-simulations", "4", "--search-games", "4", "--elo-games", "4", "--eval-games", "8",
+                   "--no-progress", "--out", str(tmp_path / "az"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "az" / "summary.json").read_text())
+    assert summary["simulations"] == 4 and set(summary["vs_search"]) == {"4"}
+    assert [row["update"] for row in summary["elo"]] == [None, 0, 2]
+    act = agents.load_agent(tmp_path / "az")
+    env = games.make_game("tic_tac_toe")
+    state = jax.vmap(env.init)(jax.random.split(jax.random.PRNGKey(4), 8))
+    for _ in range(3):
+        action = act(state)
+        assert action.dtype == jnp.int32
+        assert np.asarray(state.legal_action_mask)[np.arange(8), np.asarray(action)].all()
+        state = jax.vmap(env.step)(state, action)
+
+
+def test_alphazero_games_shard_over_devices_with_one_state_per_run(tmp_path):
+    """game_shards = 2: one run on a (runs, data) mesh of 2 devices, each playing half the games;
+    both devices keep the same state, and the metrics count every game of the run."""
+    from rl import runner
+    from rl.selfplay import alphazero
+
+    tiny = alphazero.AlphaZeroConfig(num_updates=2, selfplay_games=8, selfplay_steps=6, num_simulations=4,
+                                     train_steps=2, train_batch=8, replay_positions=96, channels=4, blocks=1)
+    assert tiny.with_game_shards(1, 8).game_shards == 8
+    assert tiny.with_game_shards(2, 8).game_shards == 4
+    assert tiny.with_game_shards(3, 2).game_shards == 1
+    with pytest.raises(ConfigError, match="game_shards"):
+        dataclasses.replace(tiny, game_shards=3).validate()
+    config = dataclasses.replace(tiny, game_shards=2)
+    learner = alphazero.make_learner("tic_tac_toe", config)
+    assert learner.data_parallel == 2
+    hparams = jax.tree.map(lambda x: np.asarray(x)[None], alphazero.default_hparams(config))
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
+    result = runner.run(learner, keys, hparams, tmp_path / "run", {}, progress=False, devices=jax.devices()[:2],
+                        chunk_updates=1, checkpoint_seconds=0)
+    assert result.num_devices == 2
+    for leaf in jax.tree.leaves(result.state):
+        shards = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
+    assert int(result.state.update_step[0]) == 2
+    # every position of the 8 games x 6 moves is either a known-outcome replay entry or pending
+    assert result.records[-1]["replay_positions"][0] <= 2 * 8 * 6
+    assert result.records[-1]["mean_game_length"][0] * result.records[-1]["games_finished"][0] == pytest.approx(48)
+    # a run cut after update 1 (its last checkpoint and metrics line gone) resumes to the same state
+    shutil.copytree(tmp_path / "run", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "2")
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "cut" / "metrics.jsonl").write_text(lines[0])
+    resumed = runner.run(learner, keys, hparams, tmp_path / "cut", {}, progress=False, devices=jax.devices()[:2],
+                         chunk_updates=1, checkpoint_seconds=0, resume=True)
+    for a, b in zip(jax.tree.leaves(result.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.records == result.records
