@@ -94,6 +94,24 @@ def test_arithmetic_splits_are_disjoint_and_verified_exactly():
     assert task.rewards(test[:2], [test[0].target, "0"]).tolist() == [1.0, 0.0]
 
 
+def test_shorter_warm_start_problems_cover_every_operand_length_and_never_a_held_out_pair():
+    task = tasks.make_task("multiplication")
+    shorter = task.sample_shorter(np.random.default_rng(0), 4000)
+    pairs = [tuple(map(int, p.prompt[:-1].split("*"))) for p in shorter]
+    assert all(p.target == str(a * b) for p, (a, b) in zip(shorter, pairs, strict=True))
+    lengths = {(len(str(a)), len(str(b))) for a, b in pairs}
+    assert lengths == {(i, j) for i in (1, 2, 3) for j in (1, 2)}
+    a, b = np.array(pairs).T
+    assert a.min() >= 1 and a.max() <= 999 and b.min() >= 1 and b.max() <= 99
+    assert not tasks._held_out(a, b, task.held_out_fraction).any()
+    test = {p.prompt for p in task.sample(np.random.default_rng(1), 2000, "test")}
+    assert not test & {p.prompt for p in shorter}
+    for changes in ({"shorter_fraction": 1.0}, {"shorter_fraction": 0.3, "algo": "grpo"},
+                    {"shorter_fraction": 0.3, "algo": "sft", "task": "countdown"}):
+        with pytest.raises(ConfigError, match="shorter_fraction"):
+            lm_learner.LMConfig(**changes).validate()
+
+
 def test_arithmetic_rewards_exact_and_digit_credit_by_hand():
     def row(text, eos=True, n=6):
         ids = [*TOKENIZER.encode(text), *([EOS] if eos else [])]

@@ -116,6 +116,9 @@ class LMConfig:
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
+    shorter_fraction: float = 0.0
+    """sft on arithmetic: this fraction of the training pool has operands of a uniformly drawn number
+    of digits up to the task's (``Arithmetic.sample_shorter``), the rest the task's own problems"""
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
         return TransformerConfig(vocab_size=vocab_size, num_layers=self.num_layers, d_model=self.d_model,
@@ -141,6 +144,10 @@ class LMConfig:
             raise ConfigError("task", f"unknown task {self.task!r}; known: {', '.join(task_lib.TASKS)}")
         if self.reward not in REWARDS:
             raise ConfigError("reward", f"must be one of {REWARDS}, got {self.reward!r}")
+        if not 0 <= self.shorter_fraction < 1:
+            raise ConfigError("shorter_fraction", f"must be in [0, 1), got {self.shorter_fraction}")
+        if self.shorter_fraction and (self.is_rl or not task_lib.make_task(self.task).single_answer):
+            raise ConfigError("shorter_fraction", "shorter problems are a warm-start curriculum for sft on arithmetic")
         if self.reward == "digits" and not task_lib.make_task(self.task).single_answer:
             raise ConfigError("reward", f"digits credit needs an arithmetic task, not {self.task!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -306,7 +313,11 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
     prompt_len = prompt_length(config)
     if prompt_len + config.max_new_tokens > config.max_len:
         raise ConfigError("max_len", f"prompts ({prompt_len}) + max_new_tokens ({config.max_new_tokens}) exceed it")
-    problems = task.sample(np.random.default_rng(config.pool_seed), config.train_pool, "train")
+    pool_rng = np.random.default_rng(config.pool_seed)
+    shorter = round(config.shorter_fraction * config.train_pool)
+    problems = task.sample(pool_rng, config.train_pool - shorter, "train")
+    if shorter:
+        problems += task.sample_shorter(pool_rng, shorter)
     try:
         pool = encode_problems(tokenizer, problems, prompt_len, config.max_new_tokens)
     except ValueError as error:

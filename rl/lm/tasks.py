@@ -74,6 +74,25 @@ class Arithmetic:
                 out.append(Problem(f"{x}{self.op}{y}=", str(value), value=value))
         return out[:n]
 
+    def sample_shorter(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        """``n`` training problems whose operands have a uniformly drawn number of digits, from one up
+        to the task's (a warm-start curriculum: the shorter products a longer one is built from).
+        Held-out pairs of the task's ranges are never drawn."""
+        def draw(low: int, high: int, size: int) -> np.ndarray:
+            digits = rng.integers(1, len(str(high)) + 1, size)
+            lo = np.maximum(10 ** (digits - 1), np.where(digits == len(str(high)), low, 0))
+            hi = np.minimum(10**digits - 1, high)
+            return lo + (rng.random(size) * (hi - lo + 1)).astype(np.int64)
+
+        out: list[Problem] = []
+        while len(out) < n:
+            a, b = draw(self.a_min, self.a_max, 4 * n), draw(self.b_min, self.b_max, 4 * n)
+            keep = ~_held_out(a, b, self.held_out_fraction)
+            for x, y in zip(a[keep].tolist(), b[keep].tolist(), strict=True):
+                value = x * y if self.op == "*" else x + y
+                out.append(Problem(f"{x}{self.op}{y}=", str(value), value=value))
+        return out[:n]
+
     def rewards(self, problems: list[Problem], completions: list[str]) -> np.ndarray:
         """1.0 where the completion is exactly the decimal result, else 0."""
         return np.array([float(c.strip() == str(p.value)) for p, c in zip(problems, completions, strict=True)], np.float32)
