@@ -60,6 +60,11 @@ class Arithmetic:
         if not 0 < self.held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
 
+    def _problems(self, a: np.ndarray, b: np.ndarray) -> list[Problem]:
+        """The problems ``a[i] <op> b[i]`` with their results as targets."""
+        values = a * b if self.op == "*" else a + b
+        return [Problem(f"{x}{self.op}{y}=", str(v), value=v) for x, y, v in zip(a.tolist(), b.tolist(), values.tolist(), strict=True)]
+
     def sample(self, rng: np.random.Generator, n: int, split: str = "train") -> list[Problem]:
         """``n`` problems of ``split`` (uniform over its pairs)."""
         if split not in SPLITS:
@@ -69,9 +74,7 @@ class Arithmetic:
             a = rng.integers(self.a_min, self.a_max + 1, 4 * n)
             b = rng.integers(self.b_min, self.b_max + 1, 4 * n)
             keep = _held_out(a, b, self.held_out_fraction) == (split == "test")
-            for x, y in zip(a[keep].tolist(), b[keep].tolist(), strict=True):
-                value = x * y if self.op == "*" else x + y
-                out.append(Problem(f"{x}{self.op}{y}=", str(value), value=value))
+            out += self._problems(a[keep], b[keep])
         return out[:n]
 
     def sample_shorter(self, rng: np.random.Generator, n: int) -> list[Problem]:
@@ -88,9 +91,7 @@ class Arithmetic:
         while len(out) < n:
             a, b = draw(self.a_min, self.a_max, 4 * n), draw(self.b_min, self.b_max, 4 * n)
             keep = ~_held_out(a, b, self.held_out_fraction)
-            for x, y in zip(a[keep].tolist(), b[keep].tolist(), strict=True):
-                value = x * y if self.op == "*" else x + y
-                out.append(Problem(f"{x}{self.op}{y}=", str(value), value=value))
+            out += self._problems(a[keep], b[keep])
         return out[:n]
 
     def rewards(self, problems: list[Problem], completions: list[str]) -> np.ndarray:
