@@ -13,7 +13,9 @@ Measures, for the pgx game ``--game``:
   with the residual conv net (``--channels``, ``--blocks``), in each of ``--selfplay-games`` games
   that start fresh on every call; positions/s = games x steps / seconds. Timed for each device
   count of ``--devices``: on 1 device the plain ``jax.jit`` of ``selfplay``, on more the games are
-  split over the devices with ``shard_map`` (one CPU device per core after ``import rl``).
+  split over the devices with ``shard_map`` (one CPU device per core after ``import rl``). With
+  ``--fresh-roots`` also ours with every search's root evaluated by the network, timed in turn
+  with the default in the same process (``reuse_gain`` = default / fresh roots).
 - **pgx's AlphaZero example** (``examples/alphazero/train.py`` of the pgx repository, dm-haiku),
   when ``--pgx-python`` (a venv with jax, pgx, mctx, dm-haiku, optax, omegaconf, pydantic; see
   README: Benchmark) and ``--pgx-example`` (the folder holding its ``train.py``) are given: its
@@ -40,6 +42,10 @@ What could not be matched exactly (the peer runs as it is):
   also passes random keys to ``env.step``, gives discount +1 when the same player moves again and
   treats truncation as an end; the example's does not (no difference in cost or result for
   connect four or tic-tac-toe).
+- Network calls: each of our searches takes its root's evaluation from the previous search's
+  tree (``make_selfplay(reuse_evaluations=True)``, the same games up to float rounding), so ours
+  calls the network ``num_simulations`` times per move after the first and the example
+  ``num_simulations + 1``.
 - Per call, the example starts its games with ``env.init`` inside its compiled ``selfplay`` and
   returns only its training records; ours takes the initial games as input and also returns the
   games after the moves.
@@ -91,6 +97,9 @@ class Args:
     """timed runs per measurement (median reported)"""
     seed: int = 0
     """random seed of the network and the games"""
+    fresh_roots: bool = False
+    """also time our self-play evaluating every search's root with the network
+    (``make_selfplay(reuse_evaluations=False)``), alternated with the default, for the gain of reuse"""
     pgx_python: str | None = None
     """python of a venv with pgx's AlphaZero example's dependencies (dm-haiku, ...)"""
     pgx_example: str | None = None
@@ -160,23 +169,24 @@ def time_random_play(game: str, batch: int, steps: int, repeats: int, seed: int)
             "compile_seconds": compile_seconds}
 
 
-def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int, seed: int):
+def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int, seed: int, reuse: bool = True):
     """Our AlphaZero self-play over ``devices`` devices, compiled: ``(run(key), seconds)`` where
-    ``run`` plays ``selfplay_steps`` searched moves in each of ``selfplay_games`` fresh games."""
+    ``run`` plays ``selfplay_steps`` searched moves in each of ``selfplay_games`` fresh games
+    (``reuse``: ``make_selfplay``'s ``reuse_evaluations``)."""
     env, network = alphazero.make_network(game, config)
     net_key, game_key = jax.random.split(jax.random.PRNGKey(seed))
     params = network.init(net_key, jnp.zeros((1, *env.observation_shape)))
     initial = jax.vmap(env.init)(jax.random.split(game_key, config.selfplay_games))
     tick = time.perf_counter()
     if devices == 1:
-        selfplay = jax.jit(alphazero.make_selfplay(env, network, config))
+        selfplay = jax.jit(alphazero.make_selfplay(env, network, config, reuse))
         compiled = selfplay.lower(params, initial, jax.random.PRNGKey(seed)).compile()
 
         def run(key: jax.Array) -> Any:
             return compiled(params, initial, key)
     else:  # each device plays its share of the games
         local = alphazero.make_selfplay(env, network, dataclasses.replace(
-            config, selfplay_games=config.selfplay_games // devices))
+            config, selfplay_games=config.selfplay_games // devices), reuse)
         mesh = Mesh(np.array(jax.devices()[:devices]), (AXIS,))
         split = PartitionSpec(AXIS)
 
@@ -246,21 +256,34 @@ def main(args: Args) -> dict[str, Any]:
     peer_versions = None
     for devices in counts:
         run, compile_seconds = compile_selfplay(args.game, config, devices, args.seed)
-        jax.block_until_ready(run(jax.random.PRNGKey(args.seed)))  # warm-up
-        ours, peer = [], []
-        for repeat in range(args.repeats):  # alternate ours and the peer
+        fresh_run = compile_selfplay(args.game, config, devices, args.seed, reuse=False)[0] if args.fresh_roots else None
+        for timed in (run, fresh_run):
+            if timed is not None:
+                jax.block_until_ready(timed(jax.random.PRNGKey(args.seed)))  # warm-up
+        ours, fresh, peer = [], [], []
+
+        def rate(timed: Any, key: jax.Array) -> float:
             tick = time.perf_counter()
-            jax.block_until_ready(run(jax.random.PRNGKey(args.seed + 1 + repeat)))
-            ours.append(positions / (time.perf_counter() - tick))
+            jax.block_until_ready(timed(key))
+            return positions / (time.perf_counter() - tick)
+
+        for repeat in range(args.repeats):  # alternate ours (and ours with fresh roots) and the peer
+            key = jax.random.PRNGKey(args.seed + 1 + repeat)
+            ours.append(rate(run, key))
+            if fresh_run is not None:
+                fresh.append(rate(fresh_run, key))
             if folder is not None:
                 peer.append(run_peer(args.pgx_python, folder, args, devices))
-        del run
+        del run, fresh_run
         row: dict[str, Any] = {
             "what": f"AlphaZero self-play, {args.alphazero.selfplay_games} games x {args.alphazero.selfplay_steps} moves x "
                     f"{args.alphazero.num_simulations} sims, {devices} device(s)",
             "devices": devices, "positions_per_second": statistics.median(ours), "compile_seconds": compile_seconds,
             "positions_per_second_runs": ours,
         }
+        if fresh:
+            row.update(fresh_roots_positions_per_second=statistics.median(fresh), fresh_roots_runs=fresh,
+                       reuse_gain=row["positions_per_second"] / statistics.median(fresh))
         peer = [p for p in peer if p]
         if peer:
             peer_sps = statistics.median(p["positions_per_second"] for p in peer)
@@ -280,8 +303,9 @@ def main(args: Args) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "bench.json", result)
-    columns = ["what", "env_steps_per_second", "positions_per_second", "compile_seconds", "pgx_positions_per_second",
-               "pgx_compile_seconds", "ratio_vs_pgx"]
+    columns = ["what", "env_steps_per_second", "positions_per_second", "compile_seconds",
+               *(["fresh_roots_positions_per_second", "reuse_gain"] if args.fresh_roots else []),
+               "pgx_positions_per_second", "pgx_compile_seconds", "ratio_vs_pgx"]
     print(f"device: {result['device']}, game: {args.game}")
     print(format_table(rows, columns))
     return result

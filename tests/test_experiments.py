@@ -85,7 +85,8 @@ def test_bench_selfplay_smoke(tmp_path):
     """The self-play benchmark's own rows at tiny settings (the peer needs its venv; not here)."""
     done = run_cli("experiments.bench_selfplay", "--game", "tic_tac_toe", "--random-batch", "8", "--random-steps", "64",
                    "--selfplay-games", "4", "--selfplay-steps", "2", "--num-simulations", "2", "--channels", "4",
-                   "--blocks", "1", "--devices", "1", "2", "--repeats", "1", "--out", str(tmp_path))
+                   "--blocks", "1", "--devices", "1", "2", "--repeats", "1", "--fresh-roots", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [row["positions_per_second"] > 0 for row in rows if "positions_per_second" in row] == [True, True]
+    assert [row["reuse_gain"] > 0 for row in rows if "positions_per_second" in row] == [True, True]

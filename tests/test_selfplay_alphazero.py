@@ -1,5 +1,5 @@
-"""AlphaZero self-play on pgx boards: outcome targets, a smoke run of experiments.selfplay with
-load_agent, and games split over devices with exact resume."""
+"""AlphaZero self-play on pgx boards: outcome targets, reuse of the search's evaluations, a smoke
+run of experiments.selfplay with load_agent, and games split over devices with exact resume."""
 
 import dataclasses
 import json
@@ -28,6 +28,39 @@ def test_alphazero_value_targets_are_the_final_outcome_for_the_player_to_move():
     np.testing.assert_array_equal(np.asarray(targets[:3, 0]), [-1.0, 1.0, 1.0])
     np.testing.assert_array_equal(np.asarray(known[:, 1]), [True] * 5)
     np.testing.assert_array_equal(np.asarray(targets[:, 1]), [0.0] * 5)
+
+
+def test_selfplay_reusing_the_searched_child_evaluation_plays_the_same_games():
+    """The root of each search takes its evaluation from the previous search's tree; the games,
+    targets and restarts are those of evaluating every root afresh. Tic-tac-toe ends and restarts
+    games within the 20 moves; a net whose start-position output is not zero catches a wrong
+    evaluation at a restart."""
+    from rl.selfplay import alphazero, search
+
+    config = alphazero.AlphaZeroConfig(selfplay_games=8, selfplay_steps=20, num_simulations=6, channels=4, blocks=1)
+    env, network = alphazero.make_network("tic_tac_toe", config)
+    assert alphazero.constant_start(env)
+    params = network.init(jax.random.PRNGKey(1), jnp.zeros((1, *env.observation_shape)))
+    params = jax.tree.map(lambda x: x + 0.05, params)  # a start-position value and prior far from 0 and uniform
+    start = jax.vmap(env.init)(jax.random.split(jax.random.PRNGKey(2), 8))
+    played = [jax.jit(alphazero.make_selfplay(env, network, config, reuse_evaluations=reuse))(
+        params, start, jax.random.PRNGKey(3)) for reuse in (True, False)]
+    (games_reused, records_reused), (games_fresh, records_fresh) = played
+    assert int(records_fresh[5].sum()) >= 8  # games ended and restarted
+    for reused, fresh in zip(jax.tree.leaves((games_reused, records_reused)),
+                             jax.tree.leaves((games_fresh, records_fresh)), strict=True):
+        np.testing.assert_allclose(np.asarray(reused), np.asarray(fresh), atol=1e-6)
+
+    # the tree's child evaluation is the network's output on the position after the move
+    evaluate = alphazero.network_evaluator(network, params)
+    out = search.search_policy(env, evaluate, 6)(start, jax.random.PRNGKey(4))
+    after = jax.vmap(env.step)(start, out.action)
+    logits, value = search.child_evaluation(out.search_tree, out.action)
+    expected_logits, expected_value = evaluate(after, None)
+    np.testing.assert_allclose(np.asarray(value), np.asarray(expected_value), atol=1e-6)
+    legal = np.asarray(after.legal_action_mask)
+    shifted = np.asarray(expected_logits) - np.where(legal, np.asarray(expected_logits), -np.inf).max(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(logits)[legal], shifted[legal], atol=1e-5)
 
 
 def test_alphazero_smoke_run_and_load_agent(tmp_path):

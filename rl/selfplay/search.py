@@ -39,8 +39,11 @@ Evaluator = Callable[[pgx.State, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 def _masked_logits(logits: jax.Array, legal: jax.Array) -> jax.Array:
-    """Illegal actions get the lowest finite logit (mctx's softmax must not see -inf)."""
-    logits = logits - jnp.max(logits, axis=-1, keepdims=True)
+    """Legal actions' logits shifted so that their largest is 0; illegal actions get the lowest
+    finite logit (mctx's softmax must not see -inf). Masking masked logits changes nothing, so a
+    child's stored prior logits can serve as a root's (``child_evaluation``)."""
+    top = jnp.max(jnp.where(legal, logits, -jnp.inf), axis=-1, keepdims=True)
+    logits = logits - jnp.where(jnp.isfinite(top), top, 0.0)
     return jnp.where(legal, logits, jnp.finfo(logits.dtype).min)
 
 
@@ -99,16 +102,20 @@ def search_policy(
         qtransform: mctx's completion of Q-values; the pure-search baseline uses ``qtransform_unscaled``.
 
     Returns:
-        ``policy(state, key) -> mctx.PolicyOutput``: ``action`` (always legal for an unfinished game),
-        ``action_weights`` (the improved policy, a training target) and ``search_tree``.
+        ``policy(state, key, root_evaluation=None) -> mctx.PolicyOutput``: ``action`` (always legal
+        for an unfinished game), ``action_weights`` (the improved policy, a training target) and
+        ``search_tree``. ``root_evaluation``, when given, is ``(prior_logits, value)`` of ``state``
+        already computed (``child_evaluation`` of the previous search), used instead of calling
+        ``evaluate`` at the root.
     """
     if num_simulations < 1:
         raise ValueError(f"num_simulations must be at least 1, got num_simulations={num_simulations}")
     recurrent_fn = make_recurrent_fn(env, evaluate)
 
-    def policy(state: pgx.State, key: jax.Array) -> mctx.PolicyOutput:
+    def policy(state: pgx.State, key: jax.Array,
+               root_evaluation: tuple[jax.Array, jax.Array] | None = None) -> mctx.PolicyOutput:
         root_key, search_key = jax.random.split(key)
-        logits, value = evaluate(state, root_key)
+        logits, value = evaluate(state, root_key) if root_evaluation is None else root_evaluation
         root = mctx.RootFnOutput(
             prior_logits=_masked_logits(logits.astype(jnp.float32), state.legal_action_mask),
             value=value.astype(jnp.float32),
@@ -127,6 +134,18 @@ def search_policy(
         )
 
     return policy
+
+
+def child_evaluation(tree: mctx.Tree, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(prior_logits [B, A], value [B])`` that a search's ``tree`` holds for the root's child
+    through ``action`` ``[B]``: the evaluation of the position after that move (illegal actions
+    masked, value 0 if the move ended the game), as ``evaluate`` gave it when the search expanded
+    the child. The next search from that position can take it as its ``root_evaluation`` instead
+    of evaluating the position again. Gumbel MuZero visits the action it selects, so the child
+    exists (``num_simulations >= 1``)."""
+    rows = jnp.arange(action.shape[0])
+    child = tree.children_index[rows, mctx.Tree.ROOT_INDEX, action]
+    return tree.children_prior_logits[rows, child], tree.raw_values[rows, child]
 
 
 def rollout_value(env: pgx.Env, state: pgx.State, key: jax.Array) -> jax.Array:
