@@ -73,7 +73,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments.common import cli, format_table
-from rl import records
+from rl import envs, records
 from rl.errors import ConfigError
 from rl.selfplay import alphazero, games
 
@@ -148,8 +148,7 @@ def time_random_play(game: str, batch: int, steps: int, repeats: int, seed: int)
             after = step(state, action, jax.random.split(step_key, batch))
             ended = after.terminated | after.truncated
             fresh = init(jax.random.split(reset_key, batch))
-            state = jax.tree.map(lambda new, old: jnp.where(ended.reshape(-1, *[1] * (old.ndim - 1)), new, old),
-                                 fresh, after)
+            state = envs.tree_where(ended, fresh, after)
             return state, ended.sum()
 
         _, finished = jax.lax.scan(move, init(jax.random.split(init_key, batch)), jax.random.split(key, length))

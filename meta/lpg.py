@@ -240,11 +240,6 @@ def sample_task(key: jax.Array, config: LPGConfig) -> Task:
     return Task(sample_world(world_key), n)
 
 
-def _tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
-    """``new`` where ``cond`` else ``old``, leaf by leaf (``cond`` has the leaves' leading shape)."""
-    return jax.tree.map(lambda a, b: jnp.where(cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim)), a, b), new, old)
-
-
 class _Core(NamedTuple):
     agent: Agent
     init_agent: Callable[[jax.Array, GridWorldParams], AgentState]
@@ -307,7 +302,7 @@ def _make_core(config: LPGConfig) -> _Core:
         grads = jax.grad(loss)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         active = state.update < task.num_updates
-        params, opt_state = _tree_where(active, (optax.apply_updates(state.params, updates), opt_state),
+        params, opt_state = envs.tree_where(active, (optax.apply_updates(state.params, updates), opt_state),
                                         (state.params, state.opt_state))
         finished = traj.done.sum()
         metrics = {
@@ -465,7 +460,7 @@ def make_metagradient_trainer(
         lpg_params = optax.apply_updates(state.lpg_params, updates)
         ended = agents.update >= state.tasks.num_updates
         fresh_agents, fresh_tasks = new_lifetimes(restart_key)
-        agents, tasks = _tree_where(ended, (fresh_agents, fresh_tasks), (agents, state.tasks))
+        agents, tasks = envs.tree_where(ended, (fresh_agents, fresh_tasks), (agents, state.tasks))
         metrics = {name: value.mean() for name, value in metrics.items()}
         metrics.update(grad_norm=optax.tree.norm(grads), lifetimes_ended=ended.sum())
         return MetaGradientState(lpg_params, opt_state, agents, tasks, key, state.step + 1), metrics

@@ -98,6 +98,13 @@ def _load_project_envs() -> None:
     import rl.selfplay.games  # noqa: F401
 
 
+def tree_where(cond: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``cond`` else ``old``, leaf by leaf: ``cond`` has the leaves' leading shape
+    (a batch of envs or games: restart the finished ones); a leaf of ``new`` with a leading axis of
+    1 is broadcast over the batch."""
+    return jax.tree.map(lambda a, b: jnp.where(cond.reshape(cond.shape + (1,) * (b.ndim - cond.ndim)), a, b), new, old)
+
+
 def is_continuous(env: Any, params: Any) -> bool:
     """Whether the action space is continuous (a Box)."""
     return isinstance(env.action_space(params), spaces.Box)

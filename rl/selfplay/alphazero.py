@@ -38,7 +38,7 @@ import optax
 from flax import struct
 
 from models.actor_critic import Conv3x3
-from rl import sharding
+from rl import envs, sharding
 from rl.errors import ConfigError
 from rl.ppo import Learner
 from rl.selfplay import games, search
@@ -251,13 +251,9 @@ def make_selfplay(env: Any, network: PolicyValueNet, config: AlphaZeroConfig, re
             mover_reward = after.rewards[jnp.arange(batch), state.current_player]
             # zero-sum: the first mover's outcome is the last mover's when the game had an odd number of moves
             first_mover_outcome = jnp.where(after._step_count % 2 == 1, mover_reward, -mover_reward)
-
-            def restart(new: jax.Array, old: jax.Array) -> jax.Array:
-                return jnp.where(ended.reshape(-1, *[1] * (old.ndim - 1)), new, old)
-
-            state = jax.tree.map(restart, init_games(jax.random.split(reset_key, batch)), after)
+            state = envs.tree_where(ended, init_games(jax.random.split(reset_key, batch)), after)
             if reuse:
-                root_evaluation = jax.tree.map(restart, start, search.child_evaluation(out.search_tree, out.action))
+                root_evaluation = envs.tree_where(ended, start, search.child_evaluation(out.search_tree, out.action))
             return (state, root_evaluation), (*record, after.rewards, ended, first_mover_outcome)
 
         first = evaluate(game_state, key) if reuse else None

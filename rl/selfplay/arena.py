@@ -27,6 +27,8 @@ import numpy as np
 import pgx
 from jax.sharding import Mesh, PartitionSpec
 
+from rl import envs
+
 Player = Callable[[pgx.State, jax.Array], jax.Array]
 
 
@@ -129,9 +131,7 @@ def _match_fn(env: pgx.Env, act_a: Callable, act_b: Callable, num_games: int, ma
             legal = state.legal_action_mask[rows, actions]
             illegal = illegal + jnp.sum(moved & ~legal, dtype=jnp.int32)
             stepped = step(state, actions, jax.random.split(key_step, num_games))
-            state = jax.tree.map(
-                lambda new, old: jnp.where(moved.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), stepped, state
-            )
+            state = envs.tree_where(moved, stepped, state)
 
             # pgx zeroes rewards once a finished game is stepped again: read them at the final step.
             ended = moved & (stepped.terminated | stepped.truncated)
