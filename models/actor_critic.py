@@ -9,7 +9,7 @@ wrappers.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -279,11 +279,23 @@ class RecurrentActorCritic(nn.Module):
         self.gru = nn.GRUCell(self.hidden_size, recurrent_kernel_init=orthogonal())
         self.actor = ActorCritic(self.action_dim, self.continuous, self.head_sizes, self.activation)
 
+    def encode(self, obs: jax.Array) -> jax.Array:
+        """The torso's features of ``obs`` (no memory involved: batch it over time)."""
+        return self.encoder(obs)
+
+    def recur(self, hidden: jax.Array, features: jax.Array, reset: jax.Array) -> jax.Array:
+        """The GRU's next hidden state from encoded ``features`` (memory cleared first where ``reset``)."""
+        hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
+        hidden, _ = self.gru(hidden, features)
+        return hidden
+
     def core(self, hidden: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:
         """The hidden state after reading ``obs`` (memory cleared first where ``reset``)."""
-        hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
-        hidden, _ = self.gru(hidden, self.encoder(obs))
-        return hidden
+        return self.recur(hidden, self.encode(obs), reset)
+
+    def heads(self, hidden: jax.Array) -> PolicyOutput:
+        """Policy and value from hidden states (any leading axes)."""
+        return self.actor(hidden)
 
     def policy(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Logits (or Gaussian mean) and log std from a hidden state."""
@@ -329,3 +341,35 @@ def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array) ->
 def gaussian_entropy(log_std: jax.Array) -> jax.Array:
     """Entropy of a diagonal Gaussian, summed over action dimensions."""
     return jnp.sum(log_std + 0.5 * (LOG_2PI + 1.0), axis=-1)
+
+
+def unroll(network: RecurrentActorCritic, params: Any, hidden: jax.Array, obs: jax.Array, reset: jax.Array
+           ) -> tuple[jax.Array, PolicyOutput]:
+    """``network`` over a sequence ``obs[T, B, ...]`` with ``reset[T, B]`` from ``hidden[B, H]``: the
+    last hidden state and the outputs of every step, as ``T`` calls of ``network.apply`` would give
+    (up to float rounding).
+
+    Only the GRU's recurrence runs step by step in a ``lax.scan``: the torso, the GRU's input
+    projections and the heads see all ``T * B`` inputs at once, and each step makes one matmul of
+    the hidden state with the three recurrent kernels side by side (flax's ``GRUCell`` equations
+    on its own parameters), forward and backward, instead of a whole network of small matmuls."""
+    gru = params["params"]["gru"]
+    size = hidden.shape[-1]
+    input_kernel = jnp.concatenate([gru[name]["kernel"] for name in ("ir", "iz", "in")], axis=-1)
+    input_bias = jnp.concatenate([gru[name]["bias"] for name in ("ir", "iz", "in")], axis=-1)
+    hidden_kernel = jnp.concatenate([gru[name]["kernel"] for name in ("hr", "hz", "hn")], axis=-1)
+    features = network.apply(params, obs, method=network.encode)
+    input_gates = features @ input_kernel + input_bias  # [T, B, 3H]
+
+    def step(hidden: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        gates_in, reset_now = inputs
+        hidden = jnp.where(reset_now[..., None], jnp.zeros_like(hidden), hidden)
+        gates_hidden = hidden @ hidden_kernel
+        r = jax.nn.sigmoid(gates_in[..., :size] + gates_hidden[..., :size])
+        z = jax.nn.sigmoid(gates_in[..., size:2 * size] + gates_hidden[..., size:2 * size])
+        n = jnp.tanh(gates_in[..., 2 * size:] + r * (gates_hidden[..., 2 * size:] + gru["hn"]["bias"]))
+        hidden = (1.0 - z) * n + z * hidden
+        return hidden, hidden
+
+    last, hiddens = jax.lax.scan(step, hidden, (input_gates, reset))
+    return last, network.apply(params, hiddens, method=network.heads)

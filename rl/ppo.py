@@ -33,6 +33,7 @@ from models.actor_critic import (
     gaussian_entropy,
     gaussian_log_prob,
     masked_logits,
+    unroll,
 )
 from rl import envs
 from rl.errors import ConfigError
@@ -570,10 +571,7 @@ def make_learner(config: PPOConfig) -> Learner:
 
     def loss_fn(params: Any, hp: PPOHParams, batch: dict[str, Any], progress: jax.Array):
         if config.recurrent:
-            def step(hidden, inputs):
-                return network.apply(params, hidden, *inputs)
-
-            _, out = jax.lax.scan(step, batch["hidden0"], (batch["obs"], batch["reset"]))
+            _, out = unroll(network, params, batch["hidden0"], batch["obs"], batch["reset"])
         else:
             out = network.apply(params, batch["obs"])
         log_prob, entropy = policy.log_prob_and_entropy(out.logits, out.log_std, batch["action"], batch["mask"])

@@ -1,5 +1,7 @@
 """Networks: the actor-only and critic-only paths equal the joint forward pass; the actor and critic
-really are separate networks; the orthogonal initialiser is orthogonal and equal under vmap."""
+really are separate networks; the recurrent network unrolled over a sequence (its GRU alone scanned)
+equals its step-by-step calls, outputs and gradients; the orthogonal initialiser is orthogonal and
+equal under vmap."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.actor_critic import ActorCritic, ConvTorso, RecurrentActorCritic, orthogonal
+from models.actor_critic import ActorCritic, ConvTorso, RecurrentActorCritic, orthogonal, unroll
 
 
 @pytest.mark.parametrize("continuous", [False, True])
@@ -47,6 +49,31 @@ def test_recurrent_actor_critic_halves_equal_the_joint_pass():
     np.testing.assert_allclose(joint.logits, net.apply(params, core, method=net.policy)[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(joint.value, net.apply(params, core, method=net.value), rtol=1e-6, atol=1e-6)
 
+
+def test_unroll_equals_the_network_called_step_by_step():
+    """Outputs, last hidden state and the gradient of a loss on them, with episode resets inside."""
+    net = RecurrentActorCritic(3, torso_sizes=(8,), hidden_size=6, head_sizes=(8,), activation="leaky_relu")
+    steps, batch = 7, 4
+    obs = jax.random.normal(jax.random.PRNGKey(0), (steps, batch, 5))
+    reset = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (steps, batch))
+    hidden = jax.random.normal(jax.random.PRNGKey(2), (batch, 6))
+    params = net.init(jax.random.PRNGKey(3), hidden, obs[0], reset[0])
+
+    def stepwise(p):
+        return jax.lax.scan(lambda h, inputs: net.apply(p, h, *inputs), hidden, (obs, reset))
+
+    def loss(run, p):
+        last, out = run(p)
+        return jnp.sum(out.logits ** 2) + jnp.sum(out.value) + jnp.sum(last)
+
+    (last, out), (last_u, out_u) = stepwise(params), unroll(net, params, hidden, obs, reset)
+    np.testing.assert_allclose(last_u, last, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_u.logits, out.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_u.value, out.value, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: loss(stepwise, p))(params)
+    grads_u = jax.grad(lambda p: loss(lambda q: unroll(net, q, hidden, obs, reset), p))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5), grads, grads_u)
+    assert np.any(reset[1:]) and not np.allclose(out.value[0], out.value[-1])  # resets happen; outputs move
 
 def test_orthogonal_matches_flax_under_vmap():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
