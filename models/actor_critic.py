@@ -261,7 +261,8 @@ class RecurrentActorCritic(nn.Module):
     ``apply(params, hidden, obs, reset) -> (new_hidden, PolicyOutput)``. ``reset`` (bool, batch)
     zeroes the hidden state before ``obs`` is read: pass ``True`` on the first step of an episode,
     so memory spans everything inside an episode (all trials of an RL^2 episode) and nothing across.
-    ``method=core`` advances the memory only; ``policy`` and ``value`` read a hidden state.
+    ``method=core`` advances the memory only (``encode`` then ``recur``); ``policy``, ``value`` and
+    ``heads`` read a hidden state. ``unroll`` runs it over a whole sequence for training.
     """
 
     action_dim: int
