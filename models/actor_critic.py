@@ -261,8 +261,9 @@ class RecurrentActorCritic(nn.Module):
     ``apply(params, hidden, obs, reset) -> (new_hidden, PolicyOutput)``. ``reset`` (bool, batch)
     zeroes the hidden state before ``obs`` is read: pass ``True`` on the first step of an episode,
     so memory spans everything inside an episode (all trials of an RL^2 episode) and nothing across.
-    ``method=core`` advances the memory only (``encode`` then ``recur``); ``policy``, ``value`` and
-    ``heads`` read a hidden state. ``unroll`` runs it over a whole sequence for training.
+    ``method=core`` advances the memory only; ``policy``, ``value`` and ``heads`` read a hidden
+    state. ``unroll`` runs it over a whole sequence for training (``encode``, then the GRU's
+    equations step by step, then ``heads``).
     """
 
     action_dim: int
@@ -284,15 +285,11 @@ class RecurrentActorCritic(nn.Module):
         """The torso's features of ``obs`` (no memory involved: batch it over time)."""
         return self.encoder(obs)
 
-    def recur(self, hidden: jax.Array, features: jax.Array, reset: jax.Array) -> jax.Array:
-        """The GRU's next hidden state from encoded ``features`` (memory cleared first where ``reset``)."""
-        hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
-        hidden, _ = self.gru(hidden, features)
-        return hidden
-
     def core(self, hidden: jax.Array, obs: jax.Array, reset: jax.Array) -> jax.Array:
         """The hidden state after reading ``obs`` (memory cleared first where ``reset``)."""
-        return self.recur(hidden, self.encode(obs), reset)
+        hidden = jnp.where(reset[..., None], jnp.zeros_like(hidden), hidden)
+        hidden, _ = self.gru(hidden, self.encode(obs))
+        return hidden
 
     def heads(self, hidden: jax.Array) -> PolicyOutput:
         """Policy and value from hidden states (any leading axes)."""
@@ -310,7 +307,7 @@ class RecurrentActorCritic(nn.Module):
         self, hidden: jax.Array, obs: jax.Array, reset: jax.Array
     ) -> tuple[jax.Array, PolicyOutput]:
         hidden = self.core(hidden, obs, reset)
-        return hidden, self.actor(hidden)
+        return hidden, self.heads(hidden)
 
 
 def masked_logits(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
