@@ -89,6 +89,21 @@ def test_sequence_redrawn_across_episodes_and_fixed_by_seed(many_episodes):
     np.testing.assert_array_equal(a, b)
 
 
+def test_annealed_visibility_falls_linearly_to_zero_at_visible_until():
+    env, params = envs.make("memory_sequence/in_weights")
+    trial = np.zeros((), np.int32)
+    for until, points in [(1.0, {0.0: 1.0, 0.25: 0.75, 0.5: 0.5, 1.0: 0.0}),
+                          (0.5, {0.0: 1.0, 0.25: 0.5, 0.5: 0.0, 0.75: 0.0, 1.0: 0.0})]:
+        annealed = params.replace(anneal_visibility=True, visible_until=until)
+        for progress, expected in points.items():
+            probability = env.visibility_probability(trial, env.at_progress(annealed, progress))
+            assert float(probability) == pytest.approx(expected), (until, progress)
+    # the drawn flags follow it: at progress 0.25 of visible_until 0.5, half the steps are seen
+    half = env.at_progress(params.replace(anneal_visibility=True, visible_until=0.5), 0.25)
+    seen = jax.vmap(lambda key: env.draw_visible(key, trial, half))(jax.random.split(jax.random.PRNGKey(0), 4000))
+    assert abs(float(seen.mean()) - 0.5) < 0.03
+
+
 def test_visibility_schedule_and_oracle_accuracy(many_episodes):
     _, (obs, states, _, _, terminated, info) = many_episodes
     assert np.all(np.asarray(terminated)[:, -1]) and not np.asarray(terminated)[:, :-1].any()

@@ -25,7 +25,7 @@ def test_cultural_experiment_in_context_and_in_weights(tmp_path):
 
     small.pop("sort_oracles")
     weights = experiment.main(experiment.Args(out=str(tmp_path / "iw"), mode="in_weights", num_digits=3, population=2,
-                                              steps_per_generation=64, reset_layers=("heads",), **small))
+                                              steps_per_generation=64, **small))
     assert len(weights["generation_scores"]) == 2 and set(weights["baselines"]) == {"single_lifetime", "noisy_oracle"}
     # the warm-started path ran through the runner (test_warm_start_keeps_the_named_layers checks the merge)
     assert json.loads((tmp_path / "iw" / "config.json").read_text())["reset_layers"] == ["heads"]
@@ -46,6 +46,17 @@ def test_cultural_experiment_bad_flags():
         experiment.Args(mode="in_weights", sort_oracles=True).validate()
     with pytest.raises(ConfigError, match="reset_layers"):
         experiment.Args(mode="in_weights", reset_layers=("decoder",)).validate()
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="visible_until"):
+            experiment.Args(mode="in_weights", visible_until=fraction).validate()
+
+
+def test_cultural_learning_rate_schedule_by_mode():
+    """In context the spec's annealed rate; in weights a constant one unless --anneal-lr says otherwise."""
+    assert experiment.Args().ppo().anneal_lr
+    assert not experiment.Args(mode="in_weights").ppo().anneal_lr
+    assert experiment.Args(mode="in_weights", anneal_lr=True).ppo().anneal_lr
+    assert not experiment.Args(anneal_lr=False).ppo().anneal_lr
 
 
 def test_cultural_experiment_goal_sequence(tmp_path):

@@ -17,9 +17,9 @@ demonstrators stays one vmapped computation through the core learner:
   generation's agents are carried as their trials (``meta.cultural`` records them).
 
 Visibility on a step is drawn with probability ``visibility`` when that is in [0, 1]; with
-``anneal_visibility`` it is ``1 - progress`` (the core sets ``progress``, the fraction of training
-done, through ``at_progress``); otherwise it follows the trial schedule ``(T - k - 1) / (T - 1)``
-in trial ``k`` of ``T`` (always visible with one trial).
+``anneal_visibility`` it is ``1 - progress / visible_until`` down to 0 (the core sets
+``progress``, the fraction of training done, through ``at_progress``); otherwise it follows the
+trial schedule ``(T - k - 1) / (T - 1)`` in trial ``k`` of ``T`` (always visible with one trial).
 
 ``step`` reports ``info["trial_score"]`` (the score of the trial that ended on this step),
 ``info["trial_ended"]``, ``info["trial"]`` (its index) and ``info["metrics"]``: per-trial scores as
@@ -58,7 +58,9 @@ class CulturalParams(environment.EnvParams):
     visibility: float = -1.0
     """probability that the demonstrators are visible on a step; < 0: the per-trial schedule"""
     anneal_visibility: bool = False
-    """visibility 1 - progress (in-weights generations anneal it over each generation's training)"""
+    """visibility 1 - progress / visible_until (in-weights generations anneal it over each generation's training)"""
+    visible_until: float = 1.0
+    """with anneal_visibility: the fraction of training at which the visibility reaches 0 (and stays)"""
     progress: float = 0.0
     """fraction of training done (set by the learner through at_progress)"""
     task_seed: int = -1
@@ -103,7 +105,8 @@ class CulturalEnv(environment.Environment):
         else:
             schedule = jnp.ones_like(trial, jnp.float32)
         fixed = jnp.where(params.visibility < 0, schedule, params.visibility)
-        return jnp.where(params.anneal_visibility, 1.0 - params.progress, fixed).astype(jnp.float32)
+        annealed = jnp.clip(1.0 - params.progress / params.visible_until, 0.0, 1.0)
+        return jnp.where(params.anneal_visibility, annealed, fixed).astype(jnp.float32)
 
     def draw_visible(self, key: jax.Array, trial: jax.Array, params: CulturalParams) -> jax.Array:
         """Whether the demonstrators are seen on this step."""
