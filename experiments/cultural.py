@@ -13,13 +13,13 @@ and ``meta.cultural``'s generation loops:
   that many trials evaluated the same way, and the noisy oracle (an agent copying one
   always-visible oracle of the unordered draw).
 - ``--mode in_weights``: ``--generations`` train-time generations of a population, each trained
-  from scratch for ``--steps-per-generation`` while observing the previous generation; baseline: a
-  population trained for one lifetime of all generations' steps, and the noisy oracle. A
-  generation starts from the previous generation's agent with the layer groups of
-  ``--reset-layers`` reinitialised (the paper's optional layer resets: the heads by default;
-  ``torso gru heads`` trains every generation from scratch). The visibility of the demonstrators falls linearly from 1 to 0 by
-  ``--visible-until`` (a fraction of each generation's training; the spec's 1 by default), and
-  the learning rate stays constant in weights (``--anneal-lr True`` anneals it as in context).
+  for ``--steps-per-generation`` while observing the previous generation; baseline: a population
+  trained for one lifetime of all generations' steps, and the noisy oracle. A generation starts
+  from the previous generation's agent with the layer groups of ``--reset-layers``
+  reinitialised (the paper's optional layer resets: the heads by default; ``torso gru heads``
+  trains every generation from scratch). The demonstrators' visibility falls linearly from 1 to
+  0 by ``--visible-until`` (a fraction of each generation's training; the spec's 1 by default),
+  and the learning rate stays constant in weights (``--anneal-lr True`` anneals it as in context).
 
 Scores are per trial, higher is better: Memory Sequence, correct digits before the first
 mistake; TSP and Goal Sequence, the trial's return. A generation's score is its agents' mean
@@ -103,8 +103,8 @@ class Args:
     annealed linearly from 1, reaches 0 (spec: 1, the end of training); the rest is practice alone"""
     anneal_lr: bool | None = None
     """anneal the learning rate linearly to 0 over each training (default: in context yes, as the spec's
-    PPO; in weights no, so each generation practises alone, after the visibility has faded, at the full
-    rate: annealed, generation 2 of Memory Sequence scored 13.5 against 15.6 constant in a 2-seed probe)"""
+    PPO; in weights no, so each generation practises alone, once the visibility has faded, at the full
+    rate; see the README's in-weights results)"""
     eval_tasks: int = 64
     """in context: fixed tasks each generation is evaluated on"""
     lr: float = 1e-3

@@ -58,7 +58,7 @@ class CulturalParams(environment.EnvParams):
     visibility: float = -1.0
     """probability that the demonstrators are visible on a step; < 0: the per-trial schedule"""
     anneal_visibility: bool = False
-    """visibility 1 - progress / visible_until (in-weights generations anneal it over each generation's training)"""
+    """visibility 1 - progress / visible_until, down to 0 (in-weights generations anneal it in each training)"""
     visible_until: float = 1.0
     """with anneal_visibility: the fraction of training at which the visibility reaches 0 (and stays)"""
     progress: float = 0.0
