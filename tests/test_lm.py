@@ -117,15 +117,20 @@ def test_arithmetic_rewards_exact_and_digit_credit_by_hand():
         ids = [*TOKENIZER.encode(text), *([EOS] if eos else [])]
         return ids + [PAD] * (n - len(ids))
 
-    answers = jnp.asarray([row("5535")] * 4)
-    tokens = jnp.asarray([row("5535"), row("5536"), row("553"), row("55350", eos=False)])
+    answers = jnp.asarray([row("5535")] * 5)
+    tokens = jnp.asarray([row("5535"), row("5536"), row("553"), row("55350", eos=False), row("6535")])
     exact = lm_learner.arithmetic_rewards(tokens, answers, "exact")
     digits = lm_learner.arithmetic_rewards(tokens, answers, "digits")
-    np.testing.assert_allclose(exact, [1, 0, 0, 0])
-    # 5 scored positions (4 digits, EOS): all; 3 digits + EOS; 3 digits (EOS lands on "5"); 4 digits
-    np.testing.assert_allclose(digits, [1, 0.8, 0.6, 0.8])
-    with pytest.raises(ConfigError, match="reward"):
-        lm_learner.LMConfig(task="countdown", reward="digits").validate()
+    prefix = lm_learner.arithmetic_rewards(tokens, answers, "prefix")
+    np.testing.assert_allclose(exact, [1, 0, 0, 0, 0])
+    # 5 scored positions (4 digits, EOS): all; 3 digits + EOS; 3 digits (EOS lands on "5"); 4 digits;
+    # every position but the first
+    np.testing.assert_allclose(digits, [1, 0.8, 0.6, 0.8, 0.8])
+    # only the positions before the first wrong one count
+    np.testing.assert_allclose(prefix, [1, 0.6, 0.6, 0.8, 0])
+    for reward in ("digits", "prefix"):
+        with pytest.raises(ConfigError, match="reward"):
+            lm_learner.LMConfig(task="countdown", reward=reward).validate()
 
 
 def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():

@@ -5,7 +5,8 @@ compiles into chunks with its progress bar, metrics.jsonl, checkpoints and exact
 Every update of an RL algorithm samples ``prompts_per_update`` training problems, draws
 ``group_size`` completions of each with the KV-cache sampler (``rl.lm.sampler``, temperature
 ``temperature``), scores them with the task's exact verifier (arithmetic with ``reward="digits"``:
-partial credit, the fraction of the answer's positions right), and takes ``update_epochs`` passes of
+partial credit, the fraction of the answer's positions right; ``"prefix"``: the fraction right
+before the first wrong one), and takes ``update_epochs`` passes of
 ``num_minibatches`` gradient steps over the batch (whole groups per minibatch). Per sequence ``i``
 of a group with rewards ``r``:
 
@@ -56,7 +57,7 @@ from rl.losses import clipped_surrogate, clipped_value_loss
 from rl.ppo import Learner
 from rl.sharding import DATA_AXIS
 
-REWARDS = ("exact", "digits")
+REWARDS = ("exact", "digits", "prefix")
 ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -110,9 +111,11 @@ class LMConfig:
     data_shards divides); an update gathers the full parameters for its compute and
     reduce-scatters the gradients, so each device updates only its slice"""
     reward: str = "exact"
-    """arithmetic RL reward: "exact" (1 for the exact answer and EOS, else 0) or "digits" (the
+    """arithmetic RL reward: "exact" (1 for the exact answer and EOS, else 0), "digits" (the
     fraction of the answer's positions, its digits and EOS, that the completion gets right: 1 only
-    for the exact answer; partial credit for near misses)"""
+    for the exact answer; partial credit for near misses) or "prefix" (the fraction of those
+    positions before the first wrong one: within a group, samples that agree up to a position and
+    differ there are ranked by that position)"""
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
@@ -148,8 +151,8 @@ class LMConfig:
             raise ConfigError("shorter_fraction", f"must be in [0, 1), got {self.shorter_fraction}")
         if self.shorter_fraction and (self.is_rl or not task_lib.make_task(self.task).single_answer):
             raise ConfigError("shorter_fraction", "shorter problems are a warm-start curriculum for sft on arithmetic")
-        if self.reward == "digits" and not task_lib.make_task(self.task).single_answer:
-            raise ConfigError("reward", f"digits credit needs an arithmetic task, not {self.task!r}")
+        if self.reward != "exact" and not task_lib.make_task(self.task).single_answer:
+            raise ConfigError("reward", f"{self.reward} credit needs an arithmetic task, not {self.task!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError("kl_estimator", f"must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         for name in ("num_updates", "prompts_per_update", "update_epochs", "num_minibatches", "train_pool"):
@@ -254,10 +257,14 @@ def answer_positions(answers: jax.Array) -> jax.Array:
 def arithmetic_rewards(tokens: jax.Array, answers: jax.Array, reward: str = "exact") -> jax.Array:
     """Rewards ``(B,)`` of completions ``(B, N)`` against target rows (the answer, EOS, padding):
     "exact" is 1 when the completion is the answer and EOS; "digits" is the fraction of the answer's
-    positions and its EOS that the completion matches (1 exactly when "exact" is 1)."""
+    positions and its EOS that the completion matches; "prefix" the fraction matched before the
+    first mismatch (both 1 exactly when "exact" is 1)."""
+    scored = answer_positions(answers)
     if reward == "digits":
-        scored = answer_positions(answers)
         return ((tokens == answers) & scored).sum(axis=1) / scored.sum(axis=1)
+    if reward == "prefix":
+        right_so_far = jnp.cumprod(jnp.where(scored, tokens == answers, True), axis=1).astype(bool)
+        return (right_so_far & scored).sum(axis=1) / scored.sum(axis=1)
     return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
 
 
