@@ -112,7 +112,7 @@ def test_shorter_warm_start_problems_cover_every_operand_length_and_never_a_held
             lm_learner.LMConfig(**changes).validate()
 
 
-def test_arithmetic_rewards_exact_and_digit_credit_by_hand():
+def test_arithmetic_rewards_exact_digit_and_prefix_credit_by_hand():
     def row(text, eos=True, n=6):
         ids = [*TOKENIZER.encode(text), *([EOS] if eos else [])]
         return ids + [PAD] * (n - len(ids))
