@@ -158,6 +158,9 @@ def test_advantages_win_probabilities_kl_estimators_and_pass_at_k():
     assert float(lm_learner.kl_terms(ref, cur, "k1")[0]) == pytest.approx(-0.5)
     assert float(lm_learner.kl_terms(ref, cur, "k2")[0]) == pytest.approx(0.125)
     assert float(lm_learner.kl_terms(ref, cur, "k3")[0]) == pytest.approx(np.exp(0.5) - 1.5)
+    order = np.asarray(lm_learner.group_permutations(jax.random.PRNGKey(0), 64, 8))
+    assert np.all(np.sort(order, axis=1) == np.arange(8))  # each row a permutation of the group
+    assert np.mean(order == np.arange(8)) < 0.3 and len({tuple(row) for row in order}) > 60
     assert pass_at_k(8, 0, 4) == 0.0 and pass_at_k(8, 8, 4) == 1.0 and pass_at_k(8, 5, 4) == 1.0
     assert pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)
 
@@ -235,14 +238,18 @@ def test_lm_resume_repeats_the_uninterrupted_run(lm_runs):
     assert summaries[0]["curve"] == summaries[1]["curve"]
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo"])
+@pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo",
+                                  "grpo-shuffled"])
 def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     """Reward 1 when a completion starts with the digit 7: from a random tiny model (about 1 in 24),
-    every algorithm raises the probability of a leading 7 within 12 updates."""
+    every algorithm raises the probability of a leading 7 within 12 updates; GRPO with its rewards
+    shuffled within groups (the control, ``shuffle_rewards``) does not."""
     seven = TOKENIZER.encode("7")[0]
-    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
-                                 prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
-                                 num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5, train_pool=256)
+    shuffled = algo.endswith("-shuffled")
+    config = lm_learner.LMConfig(task="addition", algo=algo.removesuffix("-shuffled"), num_layers=1, d_model=32,
+                                 num_updates=12, lr=3e-3, prompts_per_update=8, group_size=8, max_new_tokens=6,
+                                 kl_coef=0.01, num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5,
+                                 train_pool=256, shuffle_rewards=shuffled)
     learner, parts = lm_learner.make_learner(
         config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
     hparams = lm_learner.default_hparams(config)
@@ -258,7 +265,8 @@ def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     for _ in range(config.num_updates):
         state, metrics = update(state, hparams)
         assert np.isfinite(float(metrics["total_loss"])), (algo, metrics)
-    assert p_seven(state.params) > 2 * before + 0.05, (algo, before, p_seven(state.params))
+    learned = p_seven(state.params) > 2 * before + 0.05
+    assert learned != shuffled, (algo, before, p_seven(state.params))
 
 
 def test_sft_fits_the_answers():
@@ -288,7 +296,8 @@ def test_bad_lm_flags_fail_before_compiling():
 
     for changes, field in (({"algo": "nope"}, "algo"), ({"task": "nope"}, "task"), ({"group_size": 1}, "group_size"),
                            ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches"),
-                           ({"fsdp": True}, "fsdp"), ({"max_new_tokens": -1}, "max_new_tokens")):
+                           ({"fsdp": True}, "fsdp"), ({"max_new_tokens": -1}, "max_new_tokens"),
+                           ({"algo": "sft", "shuffle_rewards": True}, "shuffle_rewards")):
         with pytest.raises(ConfigError, match=field):
             Args(lm=lm_learner.LMConfig(**changes)).validate()
     [result] = run_cli_cases("experiments.lm_rl", [["--algo", "nope", "--out", "/tmp/never-written-lm"]])
@@ -312,11 +321,13 @@ def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp)
     """data_shards=8: each of 8 (faked CPU) devices samples and scores its share of the prompts; with
     one minibatch per update a run matches one device to float tolerance. Plain data parallel keeps
     a whole copy of the state per device; with fsdp each device stores 1/8 of every parameter (and
-    of the reference and Adam's moments) that 8 divides."""
+    of the reference and Adam's moments) that 8 divides. GRPO runs with ``shuffle_rewards``, whose
+    permutations must not depend on the split either."""
     def train(shards: int, resume: bool = False):
         config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
                                      prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
-                                     data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256)
+                                     data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256,
+                                     shuffle_rewards=algo == "grpo")
         reward = lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32)  # noqa: E731
         return run_split(config, tmp_path / f"run{shards}", reward_fn=reward, resume=resume)
 

@@ -119,6 +119,10 @@ class LMConfig:
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
+    shuffle_rewards: bool = False
+    """a control for RL: permute the rewards within each group at random before the update, so a
+    sample's reward no longer depends on its answer. The rewards' statistics stay the same and the
+    expected policy gradient is zero: what the updates then do to the model is their noise alone"""
     shorter_fraction: float = 0.0
     """sft on arithmetic: this fraction of the training pool has operands of a uniformly drawn number
     of digits up to the task's (``Arithmetic.sample_shorter``), the rest the task's own problems"""
@@ -151,6 +155,8 @@ class LMConfig:
             raise ConfigError("shorter_fraction", f"must be in [0, 1), got {self.shorter_fraction}")
         if self.shorter_fraction and (self.is_rl or not task_lib.make_task(self.task).single_answer):
             raise ConfigError("shorter_fraction", "shorter problems are a warm-start curriculum for sft on arithmetic")
+        if self.shuffle_rewards and not self.is_rl:
+            raise ConfigError("shuffle_rewards", "is a control for RL, not for sft")
         if self.reward != "exact" and not task_lib.make_task(self.task).single_answer:
             raise ConfigError("reward", f"{self.reward} credit needs an arithmetic task, not {self.task!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -297,6 +303,12 @@ def group_advantages(rewards: jax.Array, algo: str, batch_mean: jax.Array | None
     if algo == "dr_grpo":
         return rewards - mean
     return (rewards - mean) / (rewards.std(axis=1, keepdims=True) + 1e-4)
+
+
+def group_permutations(key: jax.Array, groups: int, group_size: int) -> jax.Array:
+    """``(groups, group_size)`` indices: a random permutation of each group's samples, drawn
+    independently per group (``shuffle_rewards``)."""
+    return jnp.argsort(jax.random.uniform(key, (groups, group_size)), axis=1)
 
 
 def win_probability(rewards: jax.Array) -> jax.Array:
@@ -502,6 +514,9 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         sample = sampler(params, prompts, prompt_mask, sample_key, local(all_rows))
         tokens, mask = sample.tokens, sample.mask
         rewards = rewards_of(index, tokens)
+        if config.shuffle_rewards:  # drawn for the whole batch, so any number of shards permutes alike
+            order = local(group_permutations(jax.random.fold_in(sample_key, 1), groups, g))
+            rewards = jnp.take_along_axis(rewards.reshape(local_groups, g), order, axis=1).reshape(-1)
         ref_logprobs, _, _ = forward(gather(state.reference), prompts, prompt_mask, tokens, mask)
         if config.algo == "ppo" or config.temperature != 1.0:
             old_logprobs, _, old_values = forward(params, prompts, prompt_mask, tokens, mask)
