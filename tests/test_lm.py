@@ -158,6 +158,10 @@ def test_advantages_win_probabilities_kl_estimators_and_pass_at_k():
     assert float(lm_learner.kl_terms(ref, cur, "k1")[0]) == pytest.approx(-0.5)
     assert float(lm_learner.kl_terms(ref, cur, "k2")[0]) == pytest.approx(0.125)
     assert float(lm_learner.kl_terms(ref, cur, "k3")[0]) == pytest.approx(np.exp(0.5) - 1.5)
+    advantages = jnp.array([1.5, -0.5, 0.0, -1.0])
+    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "positive"), [1.5, 0, 0, 0])
+    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "negative"), [0, -0.5, 0, -1.0])
+    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "both"), advantages)
     order = np.asarray(lm_learner.group_permutations(jax.random.PRNGKey(0), 64, 8))
     assert np.all(np.sort(order, axis=1) == np.arange(8))  # each row a permutation of the group
     assert np.mean(order == np.arange(8)) < 0.3 and len({tuple(row) for row in order}) > 60
@@ -239,17 +243,19 @@ def test_lm_resume_repeats_the_uninterrupted_run(lm_runs):
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo",
-                                  "grpo-shuffled"])
+                                  "grpo-positive", "grpo-shuffled"])
 def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     """Reward 1 when a completion starts with the digit 7: from a random tiny model (about 1 in 24),
-    every algorithm raises the probability of a leading 7 within 12 updates; GRPO with its rewards
-    shuffled within groups (the control, ``shuffle_rewards``) does not."""
+    every algorithm raises the probability of a leading 7 within 12 updates (GRPO also with positive
+    advantages only); GRPO with its rewards shuffled within groups (the control, ``shuffle_rewards``)
+    does not."""
     seven = TOKENIZER.encode("7")[0]
-    shuffled = algo.endswith("-shuffled")
-    config = lm_learner.LMConfig(task="addition", algo=algo.removesuffix("-shuffled"), num_layers=1, d_model=32,
-                                 num_updates=12, lr=3e-3, prompts_per_update=8, group_size=8, max_new_tokens=6,
-                                 kl_coef=0.01, num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5,
-                                 train_pool=256, shuffle_rewards=shuffled)
+    algo, _, variant = algo.partition("-")
+    shuffled = variant == "shuffled"
+    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
+                                 prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
+                                 num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5, train_pool=256,
+                                 shuffle_rewards=shuffled, advantages="positive" if variant == "positive" else "both")
     learner, parts = lm_learner.make_learner(
         config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
     hparams = lm_learner.default_hparams(config)
@@ -297,7 +303,8 @@ def test_bad_lm_flags_fail_before_compiling():
     for changes, field in (({"algo": "nope"}, "algo"), ({"task": "nope"}, "task"), ({"group_size": 1}, "group_size"),
                            ({"kl_estimator": "k9"}, "kl_estimator"), ({"data_shards": 3}, "num_minibatches"),
                            ({"fsdp": True}, "fsdp"), ({"max_new_tokens": -1}, "max_new_tokens"),
-                           ({"algo": "sft", "shuffle_rewards": True}, "shuffle_rewards")):
+                           ({"algo": "sft", "shuffle_rewards": True}, "shuffle_rewards"),
+                           ({"advantages": "some"}, "advantages"), ({"algo": "dpo", "advantages": "positive"}, "advantages")):
         with pytest.raises(ConfigError, match=field):
             Args(lm=lm_learner.LMConfig(**changes)).validate()
     [result] = run_cli_cases("experiments.lm_rl", [["--algo", "nope", "--out", "/tmp/never-written-lm"]])

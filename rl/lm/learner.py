@@ -25,6 +25,10 @@ of a group with rewards ``r``:
 - ``sppo``: ``P_i`` = the estimated probability that ``y_i`` beats the group's other samples
   (ties 1/2); ``(log(pi_theta/pi_t)(y_i) - eta (P_i - 1/2))^2``, with ``pi_t`` the sampling policy.
 
+With ``advantages="positive"`` the five advantage-based algorithms (reinforce to dapo) keep only
+``max(A_i, 0)``: samples better than their baseline are reinforced and worse ones are not pushed
+down (positive sample reinforcement); ``"negative"`` keeps only ``min(A_i, 0)``.
+
 KL to the frozen reference (the starting parameters) with ``D = log pi_ref - log pi_theta`` per
 token: ``k1 = -D``, ``k2 = D^2/2``, ``k3 = e^D - D - 1``; as a loss term (``kl_coef``) or, with
 ``kl_in_reward``, subtracted from the sequence reward (``kl_coef * sum_t k(D)`` under the sampling
@@ -60,6 +64,8 @@ from rl.sharding import DATA_AXIS
 REWARDS = ("exact", "digits", "prefix")
 ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+ADVANTAGE_PARTS = ("both", "positive", "negative")
+ADVANTAGE_ALGOS = ("reinforce", "rloo", "grpo", "dr_grpo", "dapo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +125,10 @@ class LMConfig:
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
+    advantages: str = "both"
+    """which advantages the policy gradient keeps (reinforce, rloo, grpo, dr_grpo, dapo): "both",
+    "positive" (max(A, 0): better-than-baseline samples reinforced, worse ones not pushed down) or
+    "negative" (min(A, 0))"""
     shuffle_rewards: bool = False
     """a control for RL: permute the rewards within each group at random before the update, so a
     sample's reward no longer depends on its answer. The rewards' statistics stay the same and the
@@ -155,6 +165,10 @@ class LMConfig:
             raise ConfigError("shorter_fraction", f"must be in [0, 1), got {self.shorter_fraction}")
         if self.shorter_fraction and (self.is_rl or not task_lib.make_task(self.task).single_answer):
             raise ConfigError("shorter_fraction", "shorter problems are a warm-start curriculum for sft on arithmetic")
+        if self.advantages not in ADVANTAGE_PARTS:
+            raise ConfigError("advantages", f"unknown {self.advantages!r}; known: {', '.join(ADVANTAGE_PARTS)}")
+        if self.advantages != "both" and self.algo not in ADVANTAGE_ALGOS:
+            raise ConfigError("advantages", f"applies to {', '.join(ADVANTAGE_ALGOS)}, not {self.algo!r}")
         if self.shuffle_rewards and not self.is_rl:
             raise ConfigError("shuffle_rewards", "is a control for RL, not for sft")
         if self.reward != "exact" and not task_lib.make_task(self.task).single_answer:
@@ -303,6 +317,15 @@ def group_advantages(rewards: jax.Array, algo: str, batch_mean: jax.Array | None
     if algo == "dr_grpo":
         return rewards - mean
     return (rewards - mean) / (rewards.std(axis=1, keepdims=True) + 1e-4)
+
+
+def keep_advantages(advantages: jax.Array, part: str) -> jax.Array:
+    """``advantages`` with only their ``part`` kept: "both" (unchanged), "positive" or "negative"."""
+    if part == "positive":
+        return jnp.maximum(advantages, 0.0)
+    if part == "negative":
+        return jnp.minimum(advantages, 0.0)
+    return advantages
 
 
 def group_permutations(key: jax.Array, groups: int, group_size: int) -> jax.Array:
@@ -551,7 +574,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         else:
             informative = jnp.repeat(grouped.max(axis=1) > grouped.min(axis=1), g).astype(jnp.float32)
             batch_mean = total(shaped.sum()) / config.batch_size  # REINFORCE's baseline: the whole batch
-            advantages = group_advantages(grouped, config.algo, batch_mean).reshape(-1)
+            advantages = keep_advantages(group_advantages(grouped, config.algo, batch_mean).reshape(-1),
+                                         config.advantages)
             batch.update(advantages=advantages, informative=informative)
         # the minibatch axis splits whole groups (DPO and SPPO compare samples within a group)
         per_group_keys = ("best", "worst", "has_pair")
