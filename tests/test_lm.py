@@ -275,6 +275,82 @@ def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     assert learned != shuffled, (algo, before, p_seven(state.params))
 
 
+def test_gradient_noise_estimates_recover_a_known_signal_and_noise():
+    """Batch gradients drawn as G + noise of known variance: the estimates find |G|^2, tr Sigma_B,
+    their ratio, the noise scale and the mean cosine; pure noise has |G|^2 about 0."""
+    from rl.gradient_noise import GradientNoise, mean_gradient_cosine
+
+    rng = np.random.default_rng(0)
+    dim, sigma, batches = 2000, 0.05, 400
+    signal = rng.normal(size=dim) / np.sqrt(dim)  # |G| about 1
+    noisy, pure, other = GradientNoise(batch_size=16), GradientNoise(batch_size=16), GradientNoise(batch_size=16)
+    for _ in range(batches):
+        noisy.add(signal + sigma * rng.normal(size=dim))
+        pure.add(sigma * rng.normal(size=dim))
+        other.add(-signal + sigma * rng.normal(size=dim))
+    got, noise_only = noisy.summary(), pure.summary()
+    trace = dim * sigma**2  # tr Sigma_B = 5, five times |G|^2
+    assert got["grad_norm_sq"] == pytest.approx(signal @ signal, rel=0.05)
+    assert 0 < got["grad_norm_sq_se"] < 0.05 * (signal @ signal)
+    assert got["batch_noise"] == pytest.approx(trace, rel=0.05)
+    assert got["snr"] == pytest.approx((signal @ signal) / trace, rel=0.1)
+    assert got["noise_scale"] == pytest.approx(16 * trace / (signal @ signal), rel=0.1)
+    assert got["mean_cosine"] == pytest.approx((signal @ signal) / (signal @ signal + trace), rel=0.1)
+    assert abs(noise_only["grad_norm_sq"]) < 0.01 and abs(noise_only["mean_cosine"]) < 0.01
+    zero = GradientNoise(batch_size=4)
+    for _ in range(3):
+        zero.add(np.zeros(dim))
+    assert zero.summary()["noise_scale"] == float("inf") and np.isnan(zero.summary()["mean_cosine"])
+    cosine, cosine_se = mean_gradient_cosine(noisy, other)
+    assert cosine == pytest.approx(-1.0, abs=0.05) and 0 < cosine_se < 0.05
+
+
+@pytest.mark.parametrize("algo", ["sft", "grpo"])
+def test_batch_gradient_is_the_gradient_the_update_follows(algo):
+    """From a fresh Adam state, one update of one minibatch moves every parameter by
+    ``-lr * g / (|g| + eps)`` of its clipped gradient ``g``: ``batch_gradient`` (what
+    ``experiments.lm_noise`` measures) is that gradient, on the same batch."""
+    seven = TOKENIZER.encode("7")[0]
+    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, lr=1e-3, prompts_per_update=8,
+                                 group_size=8, max_new_tokens=6, train_pool=256)
+    learner, parts = lm_learner.make_learner(
+        config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
+    hparams = lm_learner.default_hparams(config)
+    state = learner.init(jax.random.PRNGKey(1), hparams)
+    grads = jax.jit(parts["batch_gradient"])(state, hparams)
+    after, _ = jax.jit(learner.update)(state, hparams)
+    norm = np.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
+    assert norm > 0
+    clipped = jax.tree.map(lambda g: np.asarray(g) * min(1.0, config.max_grad_norm / norm), grads)
+    for old, new, g in zip(jax.tree.leaves(state.params), jax.tree.leaves(after.params), jax.tree.leaves(clipped),
+                           strict=True):
+        np.testing.assert_allclose(np.asarray(new) - np.asarray(old), -config.lr * g / (np.abs(g) + 1e-8),
+                                   atol=config.lr * 2e-3)
+
+
+def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
+    from experiments import lm_noise
+
+    root, _ = lm_runs
+    lm = lm_learner.LMConfig(task="addition", num_layers=1, d_model=32, prompts_per_update=4, group_size=4,
+                             train_pool=512, data_shards=1)
+    args = lm_noise.Args(lm=lm, init=str(root / "grpo-sft"), algos=("sft", "grpo-shuffled:group_size=2"), batches=3,
+                         out=str(tmp_path / "noise"))
+    assert args.config("grpo-shuffled:group_size=2") == dataclasses.replace(lm, algo="grpo", shuffle_rewards=True,
+                                                                          group_size=2)
+    summary = lm_noise.main(args)
+    assert [r["algo"] for r in summary["rows"]] == list(args.algos)
+    assert all(row["batches"] == 3 and row["seconds_per_batch"] > 0 for row in summary["rows"])
+    assert summary["rows"][0]["batch_noise"] > 0  # the warm start's answers still have a gradient
+    assert "cosine_with_first" in summary["rows"][1] and "cosine_with_first" not in summary["rows"][0]
+    assert json.loads((tmp_path / "noise" / "summary.json").read_text())["batches"] == 3
+    for entry in ("sft-shuffled", "grpo:nope=1", "grpo:group_size=", "nope"):
+        with pytest.raises(ConfigError, match="algos"):
+            dataclasses.replace(args, algos=(entry,)).validate()
+    with pytest.raises(ConfigError, match="batches"):
+        dataclasses.replace(args, batches=1).validate()
+
+
 def test_sft_fits_the_answers():
     config = lm_learner.LMConfig(task="addition", algo="sft", num_layers=1, d_model=32, num_updates=30, lr=3e-3,
                                  prompts_per_update=32, train_pool=1024)

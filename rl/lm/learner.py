@@ -66,6 +66,7 @@ ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "s
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_PARTS = ("both", "positive", "negative")
 ADVANTAGE_ALGOS = ("reinforce", "rloo", "grpo", "dr_grpo", "dapo")
+PER_GROUP_KEYS = ("best", "worst", "has_pair")  # batch entries with one row per group (DPO's pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,7 +470,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         """Sum over the devices of one run (identity on one device)."""
         return x if shards == 1 else jax.lax.psum(x, DATA_AXIS)
 
-    def sft_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+    def sft_gradient(state: LMState) -> tuple[jax.Array, Any, dict[str, jax.Array]]:
+        """The next state's key, and the gradient and metrics of the cross-entropy on a fresh batch."""
         key, pick_key = jax.random.split(state.key)
         index = local(jax.random.randint(pick_key, (config.prompts_per_update,), 0, len(problems)))
         prompts, prompt_mask = jnp.asarray(pool.prompts)[index], jnp.asarray(pool.prompt_mask)[index]
@@ -482,12 +484,16 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             return -(logprobs * mask).sum() / tokens, entropy
 
         (loss, entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(gather(state.params))
-        loss, grads = total(loss), reduce_gradients(grads)
+        loss = total(loss)
+        metrics = {"total_loss": loss, "episode_return": -loss, "entropy": total((entropy * mask).sum()) / tokens}
+        return key, reduce_gradients(grads), metrics
+
+    def sft_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+        key, grads, metrics = sft_gradient(state)
         params, opt_state = apply_gradients(state, hparams, grads)
         seen = state.samples_seen + config.prompts_per_update
-        metrics = {"total_loss": loss, "episode_return": -loss, "entropy": total((entropy * mask).sum()) / tokens,
-                   "samples_seen": seen}
-        return state._replace(params=params, opt_state=opt_state, key=key, samples_seen=seen), metrics
+        return (state._replace(params=params, opt_state=opt_state, key=key, samples_seen=seen),
+                {**metrics, "samples_seen": seen})
 
     def rl_loss(params: Any, batch: dict[str, jax.Array], hparams: LMHParams,
                 counts: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -528,7 +534,10 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
                  "entropy": token_mean(entropy)}
         return loss, stats
 
-    def rl_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+    def rl_batch(state: LMState, hparams: LMHParams) -> tuple[jax.Array, jax.Array, dict[str, jax.Array], jax.Array]:
+        """Sample and score this update's completions: the next state's key, the key of the
+        minibatch shuffles, the batch (one row per completion, except the per-group DPO pairs)
+        and the rewards."""
         key, pick_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
         all_rows = jnp.arange(config.batch_size)
         index = local(jnp.repeat(jax.random.randint(pick_key, (groups,), 0, len(problems)), g))
@@ -577,9 +586,23 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             advantages = keep_advantages(group_advantages(grouped, config.algo, batch_mean).reshape(-1),
                                          config.advantages)
             batch.update(advantages=advantages, informative=informative)
+        return key, shuffle_key, batch, rewards
+
+    def minibatch_gradient(params: Any, mb: dict[str, jax.Array], hparams: LMHParams
+                           ) -> tuple[Any, dict[str, jax.Array]]:
+        """The gradient of the RL loss on minibatch ``mb`` (this device's rows; summed over the
+        devices), and the loss and its statistics."""
+        mb_mask = mb["mask"].astype(jnp.float32)
+        counts = total({"tokens": mb_mask.sum(), "sequences": jnp.float32(mb_mask.shape[0]),
+                        "pairs": mb.get("has_pair", jnp.zeros(1)).sum(),
+                        "kept": (mb.get("informative", jnp.zeros(1))[:, None] * mb_mask).sum()})
+        (loss, stats), grads = jax.value_and_grad(rl_loss, has_aux=True)(gather(params), mb, hparams, counts)
+        return reduce_gradients(grads), {"total_loss": total(loss), **total(stats)}
+
+    def rl_update(state: LMState, hparams: LMHParams) -> tuple[LMState, dict[str, jax.Array]]:
+        key, shuffle_key, batch, rewards = rl_batch(state, hparams)
         # the minibatch axis splits whole groups (DPO and SPPO compare samples within a group)
-        per_group_keys = ("best", "worst", "has_pair")
-        per_group = {k: v if k in per_group_keys else v.reshape(local_groups, -1, *v.shape[1:])
+        per_group = {k: v if k in PER_GROUP_KEYS else v.reshape(local_groups, -1, *v.shape[1:])
                      for k, v in batch.items()}
 
         def epoch(carry, epoch_key):
@@ -588,22 +611,18 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
 
             def minibatch(carry, rows):
                 params, opt_state = carry
-                mb = {k: v[rows] if k in per_group_keys else v[rows].reshape(-1, *v.shape[2:])
+                mb = {k: v[rows] if k in PER_GROUP_KEYS else v[rows].reshape(-1, *v.shape[2:])
                       for k, v in per_group.items()}
-                mb_mask = mb["mask"].astype(jnp.float32)
-                counts = total({"tokens": mb_mask.sum(), "sequences": jnp.float32(mb_mask.shape[0]),
-                                "pairs": mb.get("has_pair", jnp.zeros(1)).sum(),
-                                "kept": (mb.get("informative", jnp.zeros(1))[:, None] * mb_mask).sum()})
-                (loss, stats), grads = jax.value_and_grad(rl_loss, has_aux=True)(gather(params), mb, hparams, counts)
-                loss, stats, grads = total(loss), total(stats), reduce_gradients(grads)
+                grads, stats = minibatch_gradient(params, mb, hparams)
                 params, opt_state = apply_gradients(state._replace(params=params, opt_state=opt_state), hparams, grads)
-                return (params, opt_state), {"total_loss": loss, **stats}
+                return (params, opt_state), stats
 
             return jax.lax.scan(minibatch, (params, opt_state), order)
 
         (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state),
                                                   jax.random.split(shuffle_key, config.update_epochs))
         seen = state.samples_seen + config.batch_size
+        maskf = batch["mask"].astype(jnp.float32)
         by_group = rewards.reshape(local_groups, g)
         reward_mean = total(rewards.sum()) / config.batch_size
         metrics = {k: v.mean() for k, v in stats.items()}
@@ -616,6 +635,14 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         )
         return LMState(params, state.reference, opt_state, key, seen), metrics
 
+    def batch_gradient(state: LMState, hparams: LMHParams) -> Any:
+        """The gradient the next update follows, on its whole batch at the current parameters (the
+        update's first step when it takes one minibatch; before clipping and Adam): for measuring
+        the gradient's noise (``experiments.lm_noise``)."""
+        if not config.is_rl:
+            return sft_gradient(state)[1]
+        return minibatch_gradient(state.params, rl_batch(state, hparams)[2], hparams)[0]
+
     update = rl_update if config.is_rl else sft_update
     param_specs = jax.tree.map(lambda x, dim: PartitionSpec(*(DATA_AXIS if i == dim else None for i in range(x.ndim))),
                                jax.eval_shape(fresh_params, jax.random.PRNGKey(0)), dims)
@@ -623,4 +650,5 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
                           PartitionSpec(), PartitionSpec())
     learner = Learner(init=init, update=update, num_updates=config.num_updates, env_steps_per_update=config.batch_size,
                       data_parallel=shards, state_specs=state_specs if config.fsdp else None)
-    return learner, {"model": model, "tokenizer": tokenizer, "task": task, "prompt_len": prompt_len}
+    return learner, {"model": model, "tokenizer": tokenizer, "task": task, "prompt_len": prompt_len,
+                     "batch_gradient": batch_gradient}
