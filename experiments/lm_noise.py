@@ -62,16 +62,17 @@ class Args:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field, before anything is compiled."""
-        if not (Path(self.init) / "config.json").exists():
+        if not self.init or not (Path(self.init) / "config.json").exists():
             raise ConfigError("init", f"{self.init!r} is not a run directory (no config.json)")
         if self.batches < 2:
             raise ConfigError("batches", f"the estimates need at least 2 batches, got {self.batches}")
-        if self.lm.data_shards != 1:
-            raise ConfigError("data_shards", "each batch runs on one device (batches are split over the devices)")
         if not self.algos:
             raise ConfigError("algos", "give at least one algorithm")
         for name in self.algos:
-            self.config(name).validate()
+            config = self.config(name)
+            config.validate()
+            if config.data_shards != 1:
+                raise ConfigError("data_shards", "each batch runs on one device (batches are split over the devices)")
 
     def config(self, entry: str) -> LMConfig:
         """The learner settings of ``--algos`` entry ``entry`` (``algo[-shuffled][:field=value,...]``)."""
@@ -87,7 +88,10 @@ class Args:
             if field not in {f.name for f in dataclasses.fields(LMConfig)} or field in changes or not value:
                 raise ConfigError("algos", f"{entry!r}: {item!r} is not field=value of a settable LMConfig field")
             kind = type(getattr(self.lm, field))
-            changes[field] = value.lower() in ("1", "true") if kind is bool else kind(value)
+            try:
+                changes[field] = value.lower() in ("1", "true") if kind is bool else kind(value)
+            except ValueError:
+                raise ConfigError("algos", f"{entry!r}: {value!r} is not a {kind.__name__} for {field}") from None
         return dataclasses.replace(self.lm, **changes)
 
 

@@ -13,7 +13,8 @@ from rl.ppo import HPARAM_FIELDS, PPOConfig
 CLI_MODULES = ["experiments.ppo", "experiments.sweep", "experiments.bench_ppo", "experiments.discover",
                "experiments.evaluate_objective", "experiments.minatar", "experiments.matrix_games", "experiments.spo",
                "experiments.plot_runs", "experiments.selfplay", "experiments.bench_selfplay", "experiments.cultural",
-               "experiments.bench_cultural", "experiments.lm_rl", "experiments.lm_compare", "experiments.bench_sampler"]
+               "experiments.bench_cultural", "experiments.lm_rl", "experiments.lm_compare", "experiments.lm_noise",
+               "experiments.bench_sampler"]
 
 
 def test_help_lists_every_field_with_its_default():

@@ -344,11 +344,13 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
     assert summary["rows"][0]["batch_noise"] > 0  # the warm start's answers still have a gradient
     assert "cosine_with_first" in summary["rows"][1] and "cosine_with_first" not in summary["rows"][0]
     assert json.loads((tmp_path / "noise" / "summary.json").read_text())["batches"] == 3
-    for entry in ("sft-shuffled", "grpo:nope=1", "grpo:group_size=", "nope"):
+    for entry in ("sft-shuffled", "grpo:nope=1", "grpo:group_size=", "grpo:group_size=two", "nope"):
         with pytest.raises(ConfigError, match="algos"):
             dataclasses.replace(args, algos=(entry,)).validate()
     with pytest.raises(ConfigError, match="batches"):
         dataclasses.replace(args, batches=1).validate()
+    with pytest.raises(ConfigError, match="data_shards"):
+        dataclasses.replace(args, algos=("grpo:data_shards=2",)).validate()
 
 
 def test_sft_fits_the_answers():
@@ -383,9 +385,11 @@ def test_bad_lm_flags_fail_before_compiling():
                            ({"advantages": "some"}, "advantages"), ({"algo": "dpo", "advantages": "positive"}, "advantages")):
         with pytest.raises(ConfigError, match=field):
             Args(lm=lm_learner.LMConfig(**changes)).validate()
-    [result] = run_cli_cases("experiments.lm_rl", [["--algo", "nope", "--out", "/tmp/never-written-lm"]])
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and "algo" in lines[0], result.stderr[-2000:]
+    results = run_cli_cases(None, [["experiments.lm_rl", "--algo", "nope", "--out", "/tmp/never-written-lm"],
+                                   ["experiments.lm_noise", "--init", "/nonexistent", "--out", "/tmp/never-written-lm"]])
+    for result, field in zip(results, ("algo", "init"), strict=True):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and field in lines[0], result.stderr[-2000:]
 
 
 def run_split(config: lm_learner.LMConfig, out, reward_fn=None, resume: bool = False):

@@ -344,7 +344,9 @@ def win_probability(rewards: jax.Array) -> jax.Array:
 
 def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = None) -> tuple[Learner, dict[str, Any]]:
     """The learner of ``config`` (starting from ``init_params`` when given), and its parts
-    ``{"model", "tokenizer", "task", "prompt_len"}`` for evaluation and sampling.
+    ``{"model", "tokenizer", "task", "prompt_len"}`` for evaluation and sampling, and
+    ``"batch_gradient"``: ``(state, hparams) -> grads``, the gradient of the next update's whole
+    batch at ``state``'s parameters (on one device: ``data_shards=1``).
 
     ``reward_fn(problem_indices, tokens) -> rewards`` (jax, ``(B,)`` float32) replaces the task's
     verifier when given (a custom reward on the same prompts)."""
