@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 from experiments import lm_rl
 from experiments.common import cli, format_table
 from rl import records
-from rl.errors import ConfigError
+from rl.errors import ConfigError, parse_settings
 from rl.gradient_noise import GradientNoise, mean_gradient_cosine
 from rl.lm import learner as lm_learner
 from rl.lm.learner import ALGOS, LMConfig
@@ -76,17 +76,16 @@ class Args:
 
     def config(self, entry: str) -> LMConfig:
         """The learner settings of ``--algos`` entry ``entry`` (``algo[-shuffled][:field=value,...]``)."""
-        name, _, overrides = entry.partition(":")
+        name, overrides = parse_settings(entry, "algos")
         algo = name.removesuffix(SHUFFLED)
         if algo not in ALGOS:
             raise ConfigError("algos", f"unknown {name!r}; known: {', '.join(ALGOS)} (RL ones also with {SHUFFLED})")
         if name.endswith(SHUFFLED) and algo == "sft":
             raise ConfigError("algos", "sft has no rewards to shuffle")
         changes: dict[str, Any] = {"algo": algo, "shuffle_rewards": name.endswith(SHUFFLED)}
-        for item in filter(None, overrides.split(",")):
-            field, _, value = item.partition("=")
-            if field not in {f.name for f in dataclasses.fields(LMConfig)} or field in changes or not value:
-                raise ConfigError("algos", f"{entry!r}: {item!r} is not field=value of a settable LMConfig field")
+        for field, value in overrides.items():
+            if field not in {f.name for f in dataclasses.fields(LMConfig)} or field in changes:
+                raise ConfigError("algos", f"{entry!r}: {field!r} is not a settable LMConfig field")
             kind = type(getattr(self.lm, field))
             try:
                 changes[field] = value.lower() in ("1", "true") if kind is bool else kind(value)

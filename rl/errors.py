@@ -12,3 +12,17 @@ class ConfigError(ValueError):
 
 class RunError(RuntimeError):
     """A run that cannot continue (non-finite loss, unreadable checkpoint, existing run dir)."""
+
+
+def parse_settings(text: str, field: str) -> tuple[str, dict[str, str]]:
+    """Split ``"name:key=value,key=value"`` into ``name`` and its settings (values as text); a
+    malformed or repeated setting raises ``ConfigError`` naming ``field``."""
+    name, _, listed = text.partition(":")
+    settings: dict[str, str] = {}
+    for item in filter(None, listed.split(",")):
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not key or not value or key in settings:
+            raise ConfigError(field, f"{item!r} in {text!r} is not a key=value setting (each key once)")
+        settings[key] = value
+    return name, settings

@@ -31,7 +31,7 @@ def _signal(total: np.ndarray, sum_sq_norms: float, n: int) -> float:
 def _jackknife_se(left_out: list[float]) -> float:
     """The jackknife standard error from the leave-one-group-out estimates."""
     k = len(left_out)
-    return float(np.sqrt((k - 1) / k * sum((x - np.mean(left_out)) ** 2 for x in left_out))) if k > 1 else float("nan")
+    return float(np.sqrt(k - 1) * np.std(left_out)) if k > 1 else float("nan")
 
 
 @dataclasses.dataclass
@@ -65,11 +65,6 @@ class GradientNoise:
     @property
     def count(self) -> int:
         return 0 if self.group_counts is None else int(self.group_counts.sum())
-
-    @property
-    def mean(self) -> np.ndarray:
-        """The mean gradient (an unbiased estimate of ``G``)."""
-        return self.group_totals.sum(axis=0) / self.count
 
     def _without(self, group: int) -> tuple[np.ndarray, float, int]:
         keep = np.arange(self.groups) != group

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli, run_cli_cases
 
 from models.transformer import Transformer, TransformerConfig
-from rl.errors import ConfigError
+from rl.errors import ConfigError, parse_settings
 from rl.lm import learner as lm_learner
 from rl.lm import load_policy, tasks
 from rl.lm.policy import pass_at_k
@@ -344,7 +344,9 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
     assert summary["rows"][0]["batch_noise"] > 0  # the warm start's answers still have a gradient
     assert "cosine_with_first" in summary["rows"][1] and "cosine_with_first" not in summary["rows"][0]
     assert json.loads((tmp_path / "noise" / "summary.json").read_text())["batches"] == 3
-    for entry in ("sft-shuffled", "grpo:nope=1", "grpo:group_size=", "grpo:group_size=two", "nope"):
+    assert parse_settings("grpo:group_size=2, lr=1e-4", "algos") == ("grpo", {"group_size": "2", "lr": "1e-4"})
+    for entry in ("sft-shuffled", "grpo:nope=1", "grpo:group_size=", "grpo:group_size=two", "nope",
+                  "grpo:lr=1,lr=2", "grpo:lr"):
         with pytest.raises(ConfigError, match="algos"):
             dataclasses.replace(args, algos=(entry,)).validate()
     with pytest.raises(ConfigError, match="batches"):

@@ -39,7 +39,7 @@ from flax import struct
 from gymnax.environments import environment
 
 from rl import envs
-from rl.errors import ConfigError
+from rl.errors import ConfigError, parse_settings
 
 MODES = ("in_context", "in_weights")
 MAX_TRIAL_METRICS = 8  # per-trial metrics for the first trials (and always the last one)
@@ -167,17 +167,13 @@ def register_cultural(prefix: str, factory: Any) -> None:
     """Register ids ``prefix/<mode>[:size=value,...]``; ``factory(mode, **sizes)`` builds the env."""
 
     def parse(name: str) -> tuple[str, dict[str, int]]:
-        mode, _, sizes = name.partition(":")
+        mode, sizes = parse_settings(name, "env")
         if mode not in MODES:
             raise ConfigError("env", f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        kwargs = {}
-        for item in filter(None, sizes.split(",")):
-            field, _, value = item.partition("=")
-            try:
-                kwargs[field.strip()] = int(value)
-            except ValueError:
-                raise ConfigError("env", f"size {item!r} is not field=integer") from None
-        return mode, kwargs
+        try:
+            return mode, {field: int(value) for field, value in sizes.items()}
+        except ValueError:
+            raise ConfigError("env", f"sizes in {name!r} must be field=integer") from None
 
     def check(name: str) -> None:
         mode, kwargs = parse(name)
