@@ -133,6 +133,26 @@ def test_arithmetic_rewards_exact_digit_and_prefix_credit_by_hand():
             lm_learner.LMConfig(task="countdown", reward=reward).validate()
 
 
+def test_process_rewards_give_each_token_the_normalised_steps_from_it_on_by_hand():
+    """Answer "55" (3 steps with EOS): "55" scores [1, 1, 1], "56" [1, 0, 0]; the 6 steps' mean is
+    2/3 and their standard deviation sqrt(2)/3; a token's advantage sums its own and later steps."""
+    answers = jnp.asarray([[*TOKENIZER.encode("55"), EOS, PAD]] * 2)
+    tokens = jnp.asarray([[*TOKENIZER.encode("55"), EOS, PAD], [*TOKENIZER.encode("56"), EOS, PAD]])
+    steps = lm_learner.arithmetic_step_rewards(tokens, answers)
+    np.testing.assert_allclose(steps, [[1, 1, 1, 0], [1, 0, 0, 0]])
+    np.testing.assert_allclose(lm_learner.arithmetic_rewards(tokens, answers, "process"), [1, 1 / 3])
+    scored = jnp.broadcast_to(lm_learner.answer_positions(answers), steps.shape)
+    centred = lm_learner.process_advantages(steps[None], scored[None], normalise=False)[0]
+    np.testing.assert_allclose(centred, [[1, 2 / 3, 1 / 3, 0], [-1, -4 / 3, -2 / 3, 0]], atol=1e-6)
+    normalised = lm_learner.process_advantages(steps[None], scored[None])[0]
+    np.testing.assert_allclose(normalised, centred / (np.sqrt(2) / 3 + 1e-4), atol=1e-5)
+    for changes in ({"algo": "rloo"}, {"algo": "ppo"}, {"kl_in_reward": True}, {"task": "countdown"}):
+        with pytest.raises(ConfigError, match="reward"):
+            lm_learner.LMConfig(**{"algo": "grpo", "reward": "process", **changes}).validate()
+    with pytest.raises(ConfigError, match="reward"):  # a custom reward has no steps
+        lm_learner.make_learner(lm_learner.LMConfig(algo="grpo", reward="process"), reward_fn=lambda i, t: i * 0.0)
+
+
 def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():
     task = tasks.make_task("countdown")
     problems = task.sample(np.random.default_rng(0), 200, "train")
@@ -305,16 +325,18 @@ def test_gradient_noise_estimates_recover_a_known_signal_and_noise():
     assert cosine == pytest.approx(-1.0, abs=0.05) and 0 < cosine_se < 0.05
 
 
-@pytest.mark.parametrize("algo", ["sft", "grpo"])
+@pytest.mark.parametrize("algo", ["sft", "grpo", "grpo-process"])
 def test_batch_gradient_is_the_gradient_the_update_follows(algo):
     """From a fresh Adam state, one update of one minibatch moves every parameter by
     ``-lr * g / (|g| + eps)`` of its clipped gradient ``g``: ``batch_gradient`` (what
-    ``experiments.lm_noise`` measures) is that gradient, on the same batch."""
+    ``experiments.lm_noise`` measures) is that gradient, on the same batch (for GRPO with the
+    per-token advantages of process rewards too, scored by the task's own verifier)."""
     seven = TOKENIZER.encode("7")[0]
+    algo, _, reward = algo.partition("-")
     config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, lr=1e-3, prompts_per_update=8,
-                                 group_size=8, max_new_tokens=6, train_pool=256)
+                                 group_size=8, max_new_tokens=6, train_pool=256, reward=reward or "exact")
     learner, parts = lm_learner.make_learner(
-        config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
+        config, reward_fn=None if reward else lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
     hparams = lm_learner.default_hparams(config)
     state = learner.init(jax.random.PRNGKey(1), hparams)
     grads = jax.jit(parts["batch_gradient"])(state, hparams)

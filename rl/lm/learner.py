@@ -16,7 +16,10 @@ of a group with rewards ``r``:
   sequence's tokens, then over sequences. ``dr_grpo``: ``A_i = r_i - mean_G r``; token sums divided
   by N. ``dapo``: GRPO's advantage, averaged over all tokens of the batch, clip-higher
   (``clip_eps_high``), and groups whose rewards are all equal left out of the average (the
-  in-batch form of DAPO's dynamic sampling).
+  in-batch form of DAPO's dynamic sampling). With ``reward="process"`` (arithmetic) these three
+  take process supervision instead: each answer position is a step rewarded 1 when the completion
+  is right up to it, and a token's advantage is the sum of the group-normalised step rewards at
+  and after it (``process_advantages``; DeepSeekMath's GRPO with process supervision).
 - ``ppo``: token-level value head; per-token reward ``-kl_coef (log pi_old - log pi_ref)`` plus the
   task reward on the last token; GAE (``gamma``, ``gae_lambda``, ``rl.gae``), clipped surrogate and
   clipped value loss averaged over tokens.
@@ -61,7 +64,8 @@ from rl.losses import clipped_surrogate, clipped_value_loss
 from rl.ppo import Learner
 from rl.sharding import DATA_AXIS
 
-REWARDS = ("exact", "digits", "prefix")
+REWARDS = ("exact", "digits", "prefix", "process")
+PROCESS_ALGOS = ("grpo", "dr_grpo", "dapo")  # the group-normalised algorithms that take per-step rewards
 ALGOS = ("sft", "reinforce", "rloo", "grpo", "dr_grpo", "dapo", "ppo", "dpo", "sppo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_PARTS = ("both", "positive", "negative")
@@ -122,7 +126,9 @@ class LMConfig:
     fraction of the answer's positions, its digits and EOS, that the completion gets right: 1 only
     for the exact answer; partial credit for near misses) or "prefix" (the fraction of those
     positions before the first wrong one: within a group, samples that agree up to a position and
-    differ there are ranked by that position)"""
+    differ there are ranked by that position) or "process" (GRPO with process supervision: each
+    answer position is a step whose reward is 1 when the completion is right up to and including
+    it; ``process_advantages`` gives every token its own advantage; grpo, dr_grpo and dapo)"""
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
@@ -174,6 +180,10 @@ class LMConfig:
             raise ConfigError("shuffle_rewards", "is a control for RL, not for sft")
         if self.reward != "exact" and not task_lib.make_task(self.task).single_answer:
             raise ConfigError("reward", f"{self.reward} credit needs an arithmetic task, not {self.task!r}")
+        if self.reward == "process" and self.algo not in PROCESS_ALGOS:
+            raise ConfigError("reward", f"process rewards apply to {', '.join(PROCESS_ALGOS)}, not {self.algo!r}")
+        if self.reward == "process" and self.kl_in_reward:
+            raise ConfigError("kl_in_reward", "a sequence-level KL penalty does not apply to per-step rewards")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError("kl_estimator", f"must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         for name in ("num_updates", "prompts_per_update", "update_epochs", "num_minibatches", "train_pool"):
@@ -275,17 +285,25 @@ def answer_positions(answers: jax.Array) -> jax.Array:
     return jnp.cumsum(is_eos, axis=1) - is_eos == 0
 
 
+def arithmetic_step_rewards(tokens: jax.Array, answers: jax.Array) -> jax.Array:
+    """Per-position rewards ``(B, N)`` of completions against target rows: 1 at each of the answer's
+    positions (its digits and EOS) up to which the completion is right, 0 from the first wrong one
+    on and beyond the answer."""
+    scored = answer_positions(answers)
+    right_so_far = jnp.cumprod(jnp.where(scored, tokens == answers, True), axis=1).astype(bool)
+    return (right_so_far & scored).astype(jnp.float32)
+
+
 def arithmetic_rewards(tokens: jax.Array, answers: jax.Array, reward: str = "exact") -> jax.Array:
     """Rewards ``(B,)`` of completions ``(B, N)`` against target rows (the answer, EOS, padding):
     "exact" is 1 when the completion is the answer and EOS; "digits" is the fraction of the answer's
-    positions and its EOS that the completion matches; "prefix" the fraction matched before the
-    first mismatch (both 1 exactly when "exact" is 1)."""
+    positions and its EOS that the completion matches; "prefix" (and "process", whose sequence
+    reward it is) the fraction matched before the first mismatch (both 1 exactly when "exact" is 1)."""
     scored = answer_positions(answers)
     if reward == "digits":
         return ((tokens == answers) & scored).sum(axis=1) / scored.sum(axis=1)
-    if reward == "prefix":
-        right_so_far = jnp.cumprod(jnp.where(scored, tokens == answers, True), axis=1).astype(bool)
-        return (right_so_far & scored).sum(axis=1) / scored.sum(axis=1)
+    if reward in ("prefix", "process"):
+        return arithmetic_step_rewards(tokens, answers).sum(axis=1) / scored.sum(axis=1)
     return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
 
 
@@ -320,6 +338,20 @@ def group_advantages(rewards: jax.Array, algo: str, batch_mean: jax.Array | None
     return (rewards - mean) / (rewards.std(axis=1, keepdims=True) + 1e-4)
 
 
+def process_advantages(step_rewards: jax.Array, steps: jax.Array, normalise: bool = True) -> jax.Array:
+    """Per-token advantages ``(prompts, G, N)`` of GRPO with process supervision (DeepSeekMath):
+    the step rewards ``(prompts, G, N)`` at the positions ``steps`` marks are centred on the mean of
+    all steps of their group (and, with ``normalise``, divided by the steps' standard deviation;
+    ``dr_grpo`` does not); a token's advantage is the sum of those over the steps at and after it."""
+    steps = steps.astype(jnp.float32)
+    count = steps.sum(axis=(1, 2), keepdims=True)
+    mean = (step_rewards * steps).sum(axis=(1, 2), keepdims=True) / count
+    centred = (step_rewards - mean) * steps
+    if normalise:
+        centred = centred / (jnp.sqrt((centred**2).sum(axis=(1, 2), keepdims=True) / count) + 1e-4)
+    return jnp.flip(jnp.cumsum(jnp.flip(centred, axis=2), axis=2), axis=2)
+
+
 def keep_advantages(advantages: jax.Array, part: str) -> jax.Array:
     """``advantages`` with only their ``part`` kept: "both" (unchanged), "positive" or "negative"."""
     if part == "positive":
@@ -351,6 +383,8 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
     ``reward_fn(problem_indices, tokens) -> rewards`` (jax, ``(B,)`` float32) replaces the task's
     verifier when given (a custom reward on the same prompts)."""
     config.validate()
+    if reward_fn is not None and config.reward != "exact":
+        raise ConfigError("reward", f"a custom reward_fn replaces the task's reward; {config.reward!r} needs the task's")
     config = resolved(config)
     tokenizer = CharTokenizer()
     model = Transformer(config.model_config(tokenizer.vocab_size))
@@ -522,7 +556,7 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
             value_loss = clipped_value_loss(values, batch["old_values"], batch["returns"], eps_low, mask)
             policy_loss = policy_loss + config.vf_coef * value_loss * mask.sum() / counts["tokens"]
         else:
-            per_token = clipped_surrogate(ratio, batch["advantages"][:, None], eps_low, eps_high) * mask
+            per_token = clipped_surrogate(ratio, batch["advantages"], eps_low, eps_high) * mask
             if config.algo == "grpo":
                 policy_loss = (per_token.sum(axis=1) / lengths).sum() / counts["sequences"]
             elif config.algo == "dapo":
@@ -547,10 +581,15 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         params = gather(state.params)
         sample = sampler(params, prompts, prompt_mask, sample_key, local(all_rows))
         tokens, mask = sample.tokens, sample.mask
-        rewards = rewards_of(index, tokens)
+        if config.reward == "process":  # per-step rewards (B, N); the sequence's is their fraction
+            answers = jnp.asarray(pool.answers)[index]
+            scores, steps = arithmetic_step_rewards(tokens, answers), answer_positions(answers)
+        else:
+            scores = rewards_of(index, tokens)
         if config.shuffle_rewards:  # drawn for the whole batch, so any number of shards permutes alike
-            order = local(group_permutations(jax.random.fold_in(sample_key, 1), groups, g))
-            rewards = jnp.take_along_axis(rewards.reshape(local_groups, g), order, axis=1).reshape(-1)
+            order = local(group_permutations(jax.random.fold_in(sample_key, 1), groups, g))[:, :, None]
+            scores = jnp.take_along_axis(scores.reshape(local_groups, g, -1), order, axis=1).reshape(scores.shape)
+        rewards = scores.sum(axis=1) / steps.sum(axis=1) if config.reward == "process" else scores
         ref_logprobs, _, _ = forward(gather(state.reference), prompts, prompt_mask, tokens, mask)
         if config.algo == "ppo" or config.temperature != 1.0:
             old_logprobs, _, old_values = forward(params, prompts, prompt_mask, tokens, mask)
@@ -585,8 +624,12 @@ def make_learner(config: LMConfig, init_params: Any = None, reward_fn: Any = Non
         else:
             informative = jnp.repeat(grouped.max(axis=1) > grouped.min(axis=1), g).astype(jnp.float32)
             batch_mean = total(shaped.sum()) / config.batch_size  # REINFORCE's baseline: the whole batch
-            advantages = keep_advantages(group_advantages(grouped, config.algo, batch_mean).reshape(-1),
-                                         config.advantages)
+            if config.reward == "process":  # one advantage per token
+                advantages = process_advantages(scores.reshape(local_groups, g, -1), steps.reshape(local_groups, g, -1),
+                                                normalise=config.algo != "dr_grpo").reshape(scores.shape)
+            else:  # one per sequence, broadcast over its tokens
+                advantages = group_advantages(grouped, config.algo, batch_mean).reshape(-1, 1)
+            advantages = keep_advantages(advantages, config.advantages)
             batch.update(advantages=advantages, informative=informative)
         return key, shuffle_key, batch, rewards
 
