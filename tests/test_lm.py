@@ -140,7 +140,7 @@ def test_process_rewards_give_each_token_the_normalised_steps_from_it_on_by_hand
     tokens = jnp.asarray([[*TOKENIZER.encode("55"), EOS, PAD], [*TOKENIZER.encode("56"), EOS, PAD]])
     steps = lm_learner.arithmetic_step_rewards(tokens, answers)
     np.testing.assert_allclose(steps, [[1, 1, 1, 0], [1, 0, 0, 0]])
-    np.testing.assert_allclose(lm_learner.arithmetic_rewards(tokens, answers, "process"), [1, 1 / 3])
+    np.testing.assert_allclose(lm_learner.arithmetic_rewards(tokens, answers, "prefix"), [1, 1 / 3])
     scored = jnp.broadcast_to(lm_learner.answer_positions(answers), steps.shape)
     centred = lm_learner.process_advantages(steps[None], scored[None], normalise=False)[0]
     np.testing.assert_allclose(centred, [[1, 2 / 3, 1 / 3, 0], [-1, -4 / 3, -2 / 3, 0]], atol=1e-6)

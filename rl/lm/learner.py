@@ -297,12 +297,12 @@ def arithmetic_step_rewards(tokens: jax.Array, answers: jax.Array) -> jax.Array:
 def arithmetic_rewards(tokens: jax.Array, answers: jax.Array, reward: str = "exact") -> jax.Array:
     """Rewards ``(B,)`` of completions ``(B, N)`` against target rows (the answer, EOS, padding):
     "exact" is 1 when the completion is the answer and EOS; "digits" is the fraction of the answer's
-    positions and its EOS that the completion matches; "prefix" (and "process", whose sequence
-    reward it is) the fraction matched before the first mismatch (both 1 exactly when "exact" is 1)."""
+    positions and its EOS that the completion matches; "prefix" the fraction matched before the
+    first mismatch (both 1 exactly when "exact" is 1; also the sequence reward of "process")."""
     scored = answer_positions(answers)
     if reward == "digits":
         return ((tokens == answers) & scored).sum(axis=1) / scored.sum(axis=1)
-    if reward in ("prefix", "process"):
+    if reward == "prefix":
         return arithmetic_step_rewards(tokens, answers).sum(axis=1) / scored.sum(axis=1)
     return jnp.all(tokens == answers, axis=1).astype(jnp.float32)
 
