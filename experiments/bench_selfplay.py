@@ -11,11 +11,15 @@ Measures, for the pgx game ``--game``:
 - **AlphaZero self-play** (``rl.selfplay.alphazero.make_selfplay``): positions/s, search included:
   ``--selfplay-steps`` moves, each a Gumbel MuZero search of ``--num-simulations`` simulations
   with the residual conv net (``--channels``, ``--blocks``), in each of ``--selfplay-games`` games
-  that start fresh on every call; positions/s = games x steps / seconds. Timed for each device
+  that start fresh on every call (as the example's do), or with ``--warm-calls N`` from the games
+  left by N untimed calls (games at every stage, as in our training, which carries games over
+  between updates); positions/s = games x steps / seconds. Timed for each device
   count of ``--devices``: on 1 device the plain ``jax.jit`` of ``selfplay``, on more the games are
   split over the devices with ``shard_map`` (one CPU device per core after ``import rl``). With
   ``--fresh-roots`` also ours with every search's root evaluated by the network, timed in turn
-  with the default in the same process (``reuse_gain`` = default / fresh roots).
+  with the default in the same process (``reuse_gain`` = default / fresh roots); with
+  ``--every-board`` also ours with the network evaluating every board of a batch, repeated
+  positions included (``distinct_gain`` = default / every board).
 - **pgx's AlphaZero example** (``examples/alphazero/train.py`` of the pgx repository, dm-haiku),
   when ``--pgx-python`` (a venv with jax, pgx, mctx, dm-haiku, optax, omegaconf, pydantic; see
   README: Benchmark) and ``--pgx-example`` (the folder holding its ``train.py``) are given: its
@@ -45,7 +49,10 @@ What could not be matched exactly (the peer runs as it is):
 - Network calls: each of our searches takes its root's evaluation from the previous search's
   tree (``make_selfplay(reuse_evaluations=True)``, the same games up to float rounding), so ours
   calls the network ``num_simulations`` times per move after the first and the example
-  ``num_simulations + 1``.
+  ``num_simulations + 1``; and ours evaluates each distinct board of a call once
+  (``--distinct-chunks``, ``alphazero.evaluate_distinct``, the same outputs up to float
+  rounding), where the example evaluates every board, repeats included (games that start
+  together share their first positions).
 - Per call, the example starts its games with ``env.init`` inside its compiled ``selfplay`` and
   returns only its training records; ours takes the initial games as input and also returns the
   games after the moves.
@@ -100,6 +107,13 @@ class Args:
     fresh_roots: bool = False
     """also time our self-play evaluating every search's root with the network
     (``make_selfplay(reuse_evaluations=False)``), alternated with the default, for the gain of reuse"""
+    warm_calls: int = 0
+    """ours only: every timed call starts from the games left by this many untimed calls (games at
+    every stage, as in training, where games carry over between updates) instead of fresh games;
+    the peer always starts fresh"""
+    every_board: bool = False
+    """also time our self-play with the network evaluating every board of a batch, repeats included
+    (``--distinct-chunks 0``), alternated with the default, for the gain of evaluating distinct boards once"""
     pgx_python: str | None = None
     """python of a venv with pgx's AlphaZero example's dependencies (dm-haiku, ...)"""
     pgx_example: str | None = None
@@ -168,10 +182,11 @@ def time_random_play(game: str, batch: int, steps: int, repeats: int, seed: int)
             "compile_seconds": compile_seconds}
 
 
-def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int, seed: int, reuse: bool = True):
+def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int, seed: int, reuse: bool = True,
+                     warm_calls: int = 0):
     """Our AlphaZero self-play over ``devices`` devices, compiled: ``(run(key), seconds)`` where
-    ``run`` plays ``selfplay_steps`` searched moves in each of ``selfplay_games`` fresh games
-    (``reuse``: ``make_selfplay``'s ``reuse_evaluations``)."""
+    ``run`` plays ``selfplay_steps`` searched moves in each of ``selfplay_games`` games, fresh or
+    those left by ``warm_calls`` untimed calls (``reuse``: ``make_selfplay``'s ``reuse_evaluations``)."""
     env, network = alphazero.make_network(game, config)
     net_key, game_key = jax.random.split(jax.random.PRNGKey(seed))
     params = network.init(net_key, jnp.zeros((1, *env.observation_shape)))
@@ -202,7 +217,10 @@ def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int,
 
         def run(key: jax.Array) -> Any:
             return compiled(params, initial, jax.device_put(jax.random.split(key, devices), keys_sharding))
-    return run, time.perf_counter() - tick
+    seconds = time.perf_counter() - tick
+    for call in range(warm_calls):  # the same games for every variant: their keys depend on the seed only
+        initial = run(jax.random.fold_in(jax.random.PRNGKey(seed), 1_000_000 + call))[0]
+    return run, seconds
 
 
 def peer_environment(devices: int) -> dict[str, str]:
@@ -238,6 +256,8 @@ def main(args: Args) -> dict[str, Any]:
     folder = example_dir(args.pgx_example) if args.pgx_python else None
     if args.repeats < 1:
         raise ConfigError("repeats", f"must be >= 1, got {args.repeats}")
+    if args.warm_calls < 0:
+        raise ConfigError("warm_calls", f"must be >= 0, got {args.warm_calls}")
 
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {
@@ -245,7 +265,7 @@ def main(args: Args) -> dict[str, Any]:
         "settings": {"num_simulations": args.alphazero.num_simulations, "selfplay_games": args.alphazero.selfplay_games,
                      "selfplay_steps": args.alphazero.selfplay_steps, "channels": args.alphazero.channels, "blocks": args.alphazero.blocks,
                      "max_considered_actions": config.max_considered_actions, "random_batch": args.random_batch,
-                     "repeats": args.repeats},
+                     "repeats": args.repeats, "warm_calls": args.warm_calls},
     }
     if args.random_steps:
         random_play = time_random_play(args.game, args.random_batch, args.random_steps, args.repeats, args.seed)
@@ -253,36 +273,43 @@ def main(args: Args) -> dict[str, Any]:
 
     positions = args.alphazero.selfplay_games * args.alphazero.selfplay_steps
     peer_versions = None
+    # ablations of ours, timed in turn with the default: name -> (config, reuse, name of the gain)
+    ablations = {name: setting for name, setting, wanted in (
+        ("fresh_roots", (config, False, "reuse_gain"), args.fresh_roots),
+        ("every_board", (dataclasses.replace(config, distinct_chunks=0), True, "distinct_gain"), args.every_board),
+    ) if wanted}
     for devices in counts:
-        run, compile_seconds = compile_selfplay(args.game, config, devices, args.seed)
-        fresh_run = compile_selfplay(args.game, config, devices, args.seed, reuse=False)[0] if args.fresh_roots else None
-        for timed in (run, fresh_run):
-            if timed is not None:
-                jax.block_until_ready(timed(jax.random.PRNGKey(args.seed)))  # warm-up
-        ours, fresh, peer = [], [], []
+        run, compile_seconds = compile_selfplay(args.game, config, devices, args.seed, warm_calls=args.warm_calls)
+        ablation_runs = {name: compile_selfplay(args.game, setting, devices, args.seed, reuse, args.warm_calls)[0]
+                         for name, (setting, reuse, _) in ablations.items()}
+        for timed in (run, *ablation_runs.values()):
+            jax.block_until_ready(timed(jax.random.PRNGKey(args.seed)))  # warm-up
+        ours, peer = [], []
+        ablation_rates: dict[str, list[float]] = {name: [] for name in ablations}
 
         def rate(timed: Any, key: jax.Array) -> float:
             tick = time.perf_counter()
             jax.block_until_ready(timed(key))
             return positions / (time.perf_counter() - tick)
 
-        for repeat in range(args.repeats):  # alternate ours (and ours with fresh roots) and the peer
+        for repeat in range(args.repeats):  # alternate ours (and its ablations) and the peer
             key = jax.random.PRNGKey(args.seed + 1 + repeat)
             ours.append(rate(run, key))
-            if fresh_run is not None:
-                fresh.append(rate(fresh_run, key))
+            for name, timed in ablation_runs.items():
+                ablation_rates[name].append(rate(timed, key))
             if folder is not None:
                 peer.append(run_peer(args.pgx_python, folder, args, devices))
-        del run, fresh_run
+        del run, ablation_runs
         row: dict[str, Any] = {
             "what": f"AlphaZero self-play, {args.alphazero.selfplay_games} games x {args.alphazero.selfplay_steps} moves x "
-                    f"{args.alphazero.num_simulations} sims, {devices} device(s)",
+                    f"{args.alphazero.num_simulations} sims, {devices} device(s)"
+                    + (f", after {args.warm_calls} untimed calls" if args.warm_calls else ""),
             "devices": devices, "positions_per_second": statistics.median(ours), "compile_seconds": compile_seconds,
             "positions_per_second_runs": ours,
         }
-        if fresh:
-            row.update(fresh_roots_positions_per_second=statistics.median(fresh), fresh_roots_runs=fresh,
-                       reuse_gain=row["positions_per_second"] / statistics.median(fresh))
+        for name, rates in ablation_rates.items():
+            row.update({f"{name}_positions_per_second": statistics.median(rates), f"{name}_runs": rates,
+                        ablations[name][2]: row["positions_per_second"] / statistics.median(rates)})
         peer = [p for p in peer if p]
         if peer:
             peer_sps = statistics.median(p["positions_per_second"] for p in peer)
@@ -303,7 +330,7 @@ def main(args: Args) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "bench.json", result)
     columns = ["what", "env_steps_per_second", "positions_per_second", "compile_seconds",
-               *(["fresh_roots_positions_per_second", "reuse_gain"] if args.fresh_roots else []),
+               *(column for name, (_, _, gain) in ablations.items() for column in (f"{name}_positions_per_second", gain)),
                "pgx_positions_per_second", "pgx_compile_seconds", "ratio_vs_pgx"]
     print(f"device: {result['device']}, game: {args.game}")
     print(format_table(rows, columns))

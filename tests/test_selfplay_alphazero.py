@@ -1,5 +1,6 @@
-"""AlphaZero self-play on pgx boards: outcome targets, reuse of the search's evaluations, a smoke
-run of experiments.selfplay with load_agent, and games split over devices with exact resume."""
+"""AlphaZero self-play on pgx boards: outcome targets, reuse of the search's evaluations, distinct
+boards evaluated once, a smoke run of experiments.selfplay with load_agent, and games split over
+devices with exact resume."""
 
 import dataclasses
 import json
@@ -30,21 +31,62 @@ def test_alphazero_value_targets_are_the_final_outcome_for_the_player_to_move():
     np.testing.assert_array_equal(np.asarray(targets[:, 1]), [0.0] * 5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bool_, jnp.int32, jnp.float32])
+def test_evaluate_distinct_calls_the_function_once_per_distinct_row(dtype):
+    """Rows with equal observations are evaluated once, in chunks of batch / chunks rows, as many
+    chunks as the distinct rows fill; every row gets its own row's output; under vmap each run
+    counts its own distinct rows."""
+    from rl.selfplay.alphazero import evaluate_distinct
+
+    rows_seen = []
+
+    def apply(obs):
+        jax.debug.callback(lambda o: rows_seen.append(o.shape[-4]), obs)
+        flat = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        return {"sum": flat @ jnp.arange(1.0, flat.shape[1] + 1), "first": flat[:, :3]}
+
+    key_rows, key_pick = jax.random.split(jax.random.PRNGKey(0))
+    patterns = jax.random.bernoulli(key_rows, 0.5, (5, 3, 3, 2))  # 5 distinct boards (a tiny chance of fewer)
+    values = patterns.astype(dtype) * (7 if dtype == jnp.int32 else (-2.5 if dtype == jnp.float32 else 1))
+    obs = values[jax.random.randint(key_pick, (16,), 0, 5).at[:5].set(jnp.arange(5))]  # all 5 in 16 rows
+    distinct = len(np.unique(np.asarray(obs).reshape(16, -1), axis=0))
+    expected = apply(obs)
+    rows_seen.clear()
+    got = jax.jit(evaluate_distinct(apply, chunks=4))(obs)
+    jax.tree.map(lambda g, e: np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6), got, expected)
+    assert rows_seen == [4] * -(-distinct // 4)  # chunks of 4 rows, only as many as the distinct rows need
+    assert distinct == 5
+
+    # two runs under vmap: the second has every row alike
+    runs = jnp.stack([obs, jnp.broadcast_to(obs[:1], obs.shape)])
+    got = jax.jit(jax.vmap(evaluate_distinct(apply, chunks=4)))(runs)
+    for run in range(2):
+        for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(apply(runs[run])), strict=True):
+            np.testing.assert_allclose(np.asarray(g[run]), np.asarray(e), rtol=1e-6)
+    # no chunking: the function sees the whole batch
+    rows_seen.clear()
+    jax.jit(evaluate_distinct(apply, chunks=3))(obs)  # 3 does not divide 16
+    assert rows_seen == [16]
+
+
 def test_selfplay_reusing_the_searched_child_evaluation_plays_the_same_games():
-    """The root of each search takes its evaluation from the previous search's tree; the games,
-    targets and restarts are those of evaluating every root afresh. Tic-tac-toe ends and restarts
-    games within the 20 moves; a net whose start-position output is not zero catches a wrong
-    evaluation at a restart."""
+    """The root of each search takes its evaluation from the previous search's tree, and each
+    distinct board of a network call is evaluated once; the games, targets and restarts are those
+    of evaluating every root afresh and every board. Tic-tac-toe ends and restarts games within the
+    20 moves; a net whose start-position output is not zero catches a wrong evaluation at a
+    restart."""
     from rl.selfplay import alphazero, search
 
-    config = alphazero.AlphaZeroConfig(selfplay_games=8, selfplay_steps=20, num_simulations=6, channels=4, blocks=1)
+    config = alphazero.AlphaZeroConfig(selfplay_games=8, selfplay_steps=20, num_simulations=6, channels=4, blocks=1,
+                                       distinct_chunks=4)
+    every_board = dataclasses.replace(config, distinct_chunks=0)
     env, network = alphazero.make_network("tic_tac_toe", config)
     assert alphazero.constant_start(env)
     params = network.init(jax.random.PRNGKey(1), jnp.zeros((1, *env.observation_shape)))
     params = jax.tree.map(lambda x: x + 0.05, params)  # a start-position value and prior far from 0 and uniform
     start = jax.vmap(env.init)(jax.random.split(jax.random.PRNGKey(2), 8))
-    played = [jax.jit(alphazero.make_selfplay(env, network, config, reuse_evaluations=reuse))(
-        params, start, jax.random.PRNGKey(3)) for reuse in (True, False)]
+    played = [jax.jit(alphazero.make_selfplay(env, network, setting, reuse_evaluations=reuse))(
+        params, start, jax.random.PRNGKey(3)) for setting, reuse in ((config, True), (every_board, False))]
     (games_reused, records_reused), (games_fresh, records_fresh) = played
     assert int(records_fresh[5].sum()) >= 8  # games ended and restarted
     for reused, fresh in zip(jax.tree.leaves((games_reused, records_reused)),

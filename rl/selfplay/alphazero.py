@@ -74,6 +74,10 @@ class AlphaZeroConfig:
     """weight of the value loss"""
     game_shards: int = 0
     """devices each run's self-play games are split over (0: all the devices the other runs leave free)"""
+    distinct_chunks: int = 8
+    """the network evaluates each distinct board of a batch once, in up to this many equal chunks, as
+    many as the distinct boards fill (games started together repeat each other's early positions);
+    0 or 1: every board, repeats included"""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
@@ -87,6 +91,8 @@ class AlphaZeroConfig:
             raise ConfigError("replay_positions", f"must hold at least train_batch = {self.train_batch} positions")
         if self.game_shards < 0:
             raise ConfigError("game_shards", f"must be >= 0 (0: automatic), got {self.game_shards}")
+        if self.distinct_chunks < 0:
+            raise ConfigError("distinct_chunks", f"must be >= 0 (0: evaluate every board), got {self.distinct_chunks}")
         for field in ("selfplay_games", "train_batch"):
             if self.game_shards and getattr(self, field) % self.game_shards:
                 raise ConfigError("game_shards", f"{self.game_shards} devices do not split the {getattr(self, field)} "
@@ -182,11 +188,62 @@ def make_network(game: str, config: AlphaZeroConfig) -> tuple[Any, PolicyValueNe
     return env, PolicyValueNet(env.num_actions, config.channels, config.blocks)
 
 
-def network_evaluator(network: PolicyValueNet, params: Any) -> search.Evaluator:
-    """The network as the search's ``evaluate(state, key) -> (logits, value)``."""
+def _row_words(obs: jax.Array) -> jax.Array:
+    """``[B, W]`` uint32 words per row of ``obs``, equal for two rows exactly when their observations
+    are: booleans packed 32 to a word, numbers bitcast from their 32-bit type."""
+    rows = obs.reshape(obs.shape[0], -1)
+    if rows.dtype == jnp.bool_:
+        rows = jnp.pad(rows, ((0, 0), (0, -rows.shape[1] % 32))).reshape(rows.shape[0], -1, 32).astype(jnp.uint32)
+        return jnp.sum(rows << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+    as32 = jnp.int32 if jnp.issubdtype(rows.dtype, jnp.integer) else jnp.float32
+    return jax.lax.bitcast_convert_type(rows.astype(as32), jnp.uint32)
+
+
+def evaluate_distinct(apply: Any, chunks: int) -> Any:
+    """``apply`` (a function of a batch of observations that treats each row on its own) evaluated
+    once per distinct row: the rows are sorted, the distinct ones gathered to the front and
+    evaluated a chunk of ``batch / chunks`` rows at a time until all are done (a ``while_loop``, so
+    the work follows the number of distinct rows), and every row gets the output of its copy. The
+    outputs are ``apply``'s up to float rounding. A batch that ``chunks`` does not divide, and
+    ``chunks`` of 0 or 1, go to ``apply`` whole."""
+
+    def evaluate(obs: jax.Array) -> Any:
+        batch = obs.shape[0]
+        if chunks < 2 or batch % chunks:
+            return apply(obs)
+        chunk = batch // chunks
+        words = _row_words(obs)
+        *sorted_words, order = jax.lax.sort((*words.T, jnp.arange(batch)), num_keys=words.shape[1])
+        sorted_words = jnp.stack(sorted_words, axis=1)
+        starts = jnp.concatenate([jnp.ones(1, bool), jnp.any(sorted_words[1:] != sorted_words[:-1], axis=1)])
+        group = jnp.cumsum(starts) - 1  # index among the distinct rows, in sorted order
+        count = group[-1] + 1
+        # distinct[j] = a row of the j-th distinct observation (rows past `count` repeat row order[0])
+        distinct = obs[jnp.zeros(batch, jnp.int32).at[jnp.where(starts, group, batch)].set(order, mode="drop")]
+        copy_of = jnp.zeros(batch, jnp.int32).at[order].set(group)
+        shapes = jax.eval_shape(apply, distinct[:chunk])
+        outputs = jax.tree.map(lambda s: jnp.zeros((batch, *s.shape[1:]), s.dtype), shapes)
+
+        def next_chunk(carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+            i, outputs = carry
+            part = apply(jax.lax.dynamic_slice_in_dim(distinct, i * chunk, chunk))
+            return i + 1, jax.tree.map(lambda o, p: jax.lax.dynamic_update_slice_in_dim(o, p, i * chunk, 0),
+                                       outputs, part)
+
+        _, outputs = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, next_chunk, (jnp.int32(0), outputs))
+        return jax.tree.map(lambda o: o[copy_of], outputs)
+
+    return evaluate
+
+
+def network_evaluator(network: PolicyValueNet, params: Any, distinct_chunks: int = 0) -> search.Evaluator:
+    """The network as the search's ``evaluate(state, key) -> (logits, value)``; with
+    ``distinct_chunks > 1``, each distinct observation of a batch is evaluated once
+    (``evaluate_distinct``)."""
+    apply = evaluate_distinct(functools.partial(network.apply, params), distinct_chunks)
 
     def evaluate(state: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return network.apply(params, state.observation)
+        return apply(state.observation)
 
     return evaluate
 
@@ -234,7 +291,7 @@ def make_selfplay(env: Any, network: PolicyValueNet, config: AlphaZeroConfig, re
     reuse = reuse_evaluations and constant_start(env)
 
     def selfplay(params: Any, game_state: Any, key: jax.Array):
-        evaluate = network_evaluator(network, params)
+        evaluate = network_evaluator(network, params, config.distinct_chunks)
         policy = search.search_policy(env, evaluate, config.num_simulations, config.max_considered_actions)
         # Each search already evaluated the position its move leads to (the root's child), so the
         # next search takes that evaluation as its root's. Games that ended restart from the start
@@ -380,7 +437,8 @@ def search_act(game: str, config: AlphaZeroConfig, num_simulations: int | None =
     env, network = make_network(game, config)
 
     def act(params: Any, state: Any, key: jax.Array) -> jax.Array:
-        policy = search.search_policy(env, network_evaluator(network, params), num_simulations or config.num_simulations,
+        evaluate = network_evaluator(network, params, config.distinct_chunks)
+        policy = search.search_policy(env, evaluate, num_simulations or config.num_simulations,
                                       config.max_considered_actions, gumbel_scale=0.0)
         return policy(state, key).action.astype(jnp.int32)
 
