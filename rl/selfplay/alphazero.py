@@ -18,6 +18,9 @@ With ``game_shards = d > 1`` one run spreads over ``d`` devices: each plays ``se
 of the games and draws ``train_batch / d`` of each minibatch, the records are gathered and the
 gradients averaged over the devices (``make_learner``).
 
+Each network call evaluates each distinct board of its batch once (``evaluate_distinct``,
+``distinct_chunks``): games that start together repeat each other's first positions.
+
 The network (``PolicyValueNet``) is a small residual conv net for board observations ``[H, W, C]``
 (``models.actor_critic.conv3x3``: XLA's convolution forward, the patch matmul's gradient) and an MLP for flat
 ones. ``player(config, params)`` plays with search (no root noise); ``player_from_run`` loads one.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +203,7 @@ def _row_words(obs: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(rows.astype(as32), jnp.uint32)
 
 
-def evaluate_distinct(apply: Any, chunks: int) -> Any:
+def evaluate_distinct(apply: Callable[[jax.Array], Any], chunks: int) -> Callable[[jax.Array], Any]:
     """``apply`` (a function of a batch of observations that treats each row on its own) evaluated
     once per distinct row: the rows are sorted, the distinct ones gathered to the front and
     evaluated a chunk of ``batch / chunks`` rows at a time until all are done (a ``while_loop``, so
