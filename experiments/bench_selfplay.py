@@ -218,7 +218,9 @@ def compile_selfplay(game: str, config: alphazero.AlphaZeroConfig, devices: int,
         def run(key: jax.Array) -> Any:
             return compiled(params, initial, jax.device_put(jax.random.split(key, devices), keys_sharding))
     seconds = time.perf_counter() - tick
-    for call in range(warm_calls):  # the same games for every variant: their keys depend on the seed only
+    # `run` reads `initial` when it is called, so each warm call moves the start of the timed calls;
+    # the keys depend on the seed only, so every variant warms up with the same moves
+    for call in range(warm_calls):
         initial = run(jax.random.fold_in(jax.random.PRNGKey(seed), 1_000_000 + call))[0]
     return run, seconds
 
@@ -274,10 +276,11 @@ def main(args: Args) -> dict[str, Any]:
     positions = args.alphazero.selfplay_games * args.alphazero.selfplay_steps
     peer_versions = None
     # ablations of ours, timed in turn with the default: name -> (config, reuse, name of the gain)
-    ablations = {name: setting for name, setting, wanted in (
-        ("fresh_roots", (config, False, "reuse_gain"), args.fresh_roots),
-        ("every_board", (dataclasses.replace(config, distinct_chunks=0), True, "distinct_gain"), args.every_board),
-    ) if wanted}
+    ablations = {}
+    if args.fresh_roots:
+        ablations["fresh_roots"] = (config, False, "reuse_gain")
+    if args.every_board:
+        ablations["every_board"] = (dataclasses.replace(config, distinct_chunks=0), True, "distinct_gain")
     for devices in counts:
         run, compile_seconds = compile_selfplay(args.game, config, devices, args.seed, warm_calls=args.warm_calls)
         ablation_runs = {name: compile_selfplay(args.game, setting, devices, args.seed, reuse, args.warm_calls)[0]

@@ -193,22 +193,20 @@ def make_network(game: str, config: AlphaZeroConfig) -> tuple[Any, PolicyValueNe
 
 
 def _row_words(obs: jax.Array) -> jax.Array:
-    """``[B, W]`` uint32 words per row of ``obs``, equal for two rows exactly when their observations
-    are: booleans packed 32 to a word, numbers bitcast from their 32-bit type."""
+    """``obs`` as one row per observation, booleans packed 32 to a uint32 word (fewer sort keys)."""
     rows = obs.reshape(obs.shape[0], -1)
-    if rows.dtype == jnp.bool_:
-        rows = jnp.pad(rows, ((0, 0), (0, -rows.shape[1] % 32))).reshape(rows.shape[0], -1, 32).astype(jnp.uint32)
-        return jnp.sum(rows << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
-    as32 = jnp.int32 if jnp.issubdtype(rows.dtype, jnp.integer) else jnp.float32
-    return jax.lax.bitcast_convert_type(rows.astype(as32), jnp.uint32)
+    if rows.dtype != jnp.bool_:
+        return rows
+    rows = jnp.pad(rows, ((0, 0), (0, -rows.shape[1] % 32))).reshape(rows.shape[0], -1, 32).astype(jnp.uint32)
+    return jnp.sum(rows << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
 
 
 def evaluate_distinct(apply: Callable[[jax.Array], Any], chunks: int) -> Callable[[jax.Array], Any]:
     """``apply`` (a function of a batch of observations that treats each row on its own) evaluated
-    once per distinct row: the rows are sorted, the distinct ones gathered to the front and
-    evaluated a chunk of ``batch / chunks`` rows at a time until all are done (a ``while_loop``, so
-    the work follows the number of distinct rows), and every row gets the output of its copy. The
-    outputs are ``apply``'s up to float rounding. A batch that ``chunks`` does not divide, and
+    once per distinct row: the distinct rows (``jnp.unique`` of their packed words) are gathered to
+    the front and evaluated a chunk of ``batch / chunks`` rows at a time until all are done (a
+    ``while_loop``, so the work follows the number of distinct rows), and every row gets the output
+    of its copy. The outputs are ``apply``'s up to float rounding. A batch that ``chunks`` does not divide, and
     ``chunks`` of 0 or 1, go to ``apply`` whole."""
 
     def evaluate(obs: jax.Array) -> Any:
@@ -216,15 +214,10 @@ def evaluate_distinct(apply: Callable[[jax.Array], Any], chunks: int) -> Callabl
         if chunks < 2 or batch % chunks:
             return apply(obs)
         chunk = batch // chunks
-        words = _row_words(obs)
-        *sorted_words, order = jax.lax.sort((*words.T, jnp.arange(batch)), num_keys=words.shape[1])
-        sorted_words = jnp.stack(sorted_words, axis=1)
-        starts = jnp.concatenate([jnp.ones(1, bool), jnp.any(sorted_words[1:] != sorted_words[:-1], axis=1)])
-        group = jnp.cumsum(starts) - 1  # index among the distinct rows, in sorted order
-        count = group[-1] + 1
-        # distinct[j] = a row of the j-th distinct observation (rows past `count` repeat row order[0])
-        distinct = obs[jnp.zeros(batch, jnp.int32).at[jnp.where(starts, group, batch)].set(order, mode="drop")]
-        copy_of = jnp.zeros(batch, jnp.int32).at[order].set(group)
+        # the distinct rows first (then row 0's again), each row's index among them, how many
+        _, first_rows, copy_of, copies = jnp.unique(_row_words(obs), axis=0, size=batch, return_index=True,
+                                                      return_inverse=True, return_counts=True)
+        distinct, copy_of, count = obs[first_rows], copy_of.reshape(batch), jnp.sum(copies > 0)
         shapes = jax.eval_shape(apply, distinct[:chunk])
         outputs = jax.tree.map(lambda s: jnp.zeros((batch, *s.shape[1:]), s.dtype), shapes)
 
