@@ -22,7 +22,7 @@ from experiments import lm_rl
 from experiments.common import cli, format_table, markdown_table
 from rl import records
 from rl.errors import ConfigError
-from rl.lm.learner import ALGOS
+from rl.lm.config import ALGOS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ from rl import records
 from rl.errors import ConfigError, parse_settings
 from rl.gradient_noise import GradientNoise, mean_gradient_cosine
 from rl.lm import learner as lm_learner
-from rl.lm.learner import ALGOS, LMConfig
+from rl.lm.config import ALGOS, LMConfig, default_hparams, resolved
 
 SHUFFLED = "-shuffled"
 
@@ -99,7 +99,7 @@ def measure(config: LMConfig, params: Any, batches: int, seed: int, stream: int)
     ``stream`` draws other problems and samples: entries measured with different streams are
     independent, as the cosine between their true gradients needs."""
     learner, parts = lm_learner.make_learner(config, params)
-    hparams = lm_learner.default_hparams(config)
+    hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(seed), hparams)
     devices = jax.local_device_count()
 
@@ -120,11 +120,11 @@ def measure(config: LMConfig, params: Any, batches: int, seed: int, stream: int)
 def main(args: Args) -> dict[str, Any]:
     """Measure every algorithm, print the table, write summary.json."""
     args.validate()
-    config = lm_learner.resolved(args.config(args.algos[0]))
+    config = resolved(args.config(args.algos[0]))
     params = lm_rl.start_params(args.init, config)
     rows, first = [], None
     for stream, entry in enumerate(args.algos):
-        config = lm_learner.resolved(args.config(entry))
+        config = resolved(args.config(entry))
         noise, seconds = measure(config, params, args.batches, args.seed, stream)
         row = {"algo": entry, **noise.summary(), "seconds_per_batch": seconds}
         row["noise_scale_samples"] = row["noise_scale"] * (config.group_size if config.is_rl else 1)

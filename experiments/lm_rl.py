@@ -30,7 +30,7 @@ from rl import records, runner
 from rl.checkpoint import read_snapshot, snapshot_updates
 from rl.errors import ConfigError
 from rl.lm import learner as lm_learner
-from rl.lm.learner import LMConfig
+from rl.lm.config import LMConfig, default_hparams, resolved
 from rl.lm.policy import LMPolicy, evaluate, lm_config_from_run
 
 
@@ -136,11 +136,11 @@ def main(args: Args) -> dict[str, Any]:
             main(dataclasses.replace(args.warm_start(sft_out), run=dataclasses.replace(
                 args.run, out=str(sft_out), resume=resume)))
         init = str(sft_out)
-    config = lm_learner.resolved(args.lm)
+    config = resolved(args.lm)
     start = start_params(init, config)
     learner, parts = lm_learner.make_learner(config, start)
     saved = {"lm": dataclasses.asdict(config), "init": init, "seed": args.run.seed}
-    hparams = repeat_runs(lm_learner.default_hparams(config), 1)
+    hparams = repeat_runs(default_hparams(config), 1)
     every = max(1, learner.num_updates // args.eval_points)
     result = args.run.run(learner, seed_keys(args.run.seed, 1), hparams, out, saved, snapshot_every=every)
     summary: dict[str, Any] = {"task": args.lm.task, "algo": args.lm.algo, "init": init, **runner.summarize(result)}

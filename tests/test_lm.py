@@ -14,7 +14,8 @@ from conftest import run_cli, run_cli_cases
 from models.transformer import Transformer, TransformerConfig
 from rl.errors import ConfigError, parse_settings
 from rl.lm import learner as lm_learner
-from rl.lm import load_policy, tasks
+from rl.lm import load_policy, objectives, tasks
+from rl.lm.config import LMConfig, default_hparams, resolved
 from rl.lm.policy import pass_at_k
 from rl.lm.sampler import filter_logits, make_recompute_sampler, make_sampler
 from rl.lm.tokenizer import BOS, EOS, PAD, CharTokenizer
@@ -109,7 +110,7 @@ def test_shorter_warm_start_problems_cover_every_operand_length_and_never_a_held
     for changes in ({"shorter_fraction": 1.0}, {"shorter_fraction": 0.3, "algo": "grpo"},
                     {"shorter_fraction": 0.3, "algo": "sft", "task": "countdown"}):
         with pytest.raises(ConfigError, match="shorter_fraction"):
-            lm_learner.LMConfig(**changes).validate()
+            LMConfig(**changes).validate()
 
 
 def test_arithmetic_rewards_exact_digit_and_prefix_credit_by_hand():
@@ -119,9 +120,9 @@ def test_arithmetic_rewards_exact_digit_and_prefix_credit_by_hand():
 
     answers = jnp.asarray([row("5535")] * 5)
     tokens = jnp.asarray([row("5535"), row("5536"), row("553"), row("55350", eos=False), row("6535")])
-    exact = lm_learner.arithmetic_rewards(tokens, answers, "exact")
-    digits = lm_learner.arithmetic_rewards(tokens, answers, "digits")
-    prefix = lm_learner.arithmetic_rewards(tokens, answers, "prefix")
+    exact = objectives.arithmetic_rewards(tokens, answers, "exact")
+    digits = objectives.arithmetic_rewards(tokens, answers, "digits")
+    prefix = objectives.arithmetic_rewards(tokens, answers, "prefix")
     np.testing.assert_allclose(exact, [1, 0, 0, 0, 0])
     # 5 scored positions (4 digits, EOS): all; 3 digits + EOS; 3 digits (EOS lands on "5"); 4 digits;
     # every position but the first
@@ -130,7 +131,7 @@ def test_arithmetic_rewards_exact_digit_and_prefix_credit_by_hand():
     np.testing.assert_allclose(prefix, [1, 0.6, 0.6, 0.8, 0])
     for reward in ("digits", "prefix"):
         with pytest.raises(ConfigError, match="reward"):
-            lm_learner.LMConfig(task="countdown", reward=reward).validate()
+            LMConfig(task="countdown", reward=reward).validate()
 
 
 def test_process_rewards_give_each_token_the_normalised_steps_from_it_on_by_hand():
@@ -138,19 +139,19 @@ def test_process_rewards_give_each_token_the_normalised_steps_from_it_on_by_hand
     2/3 and their standard deviation sqrt(2)/3; a token's advantage sums its own and later steps."""
     answers = jnp.asarray([[*TOKENIZER.encode("55"), EOS, PAD]] * 2)
     tokens = jnp.asarray([[*TOKENIZER.encode("55"), EOS, PAD], [*TOKENIZER.encode("56"), EOS, PAD]])
-    steps = lm_learner.arithmetic_step_rewards(tokens, answers)
+    steps = objectives.arithmetic_step_rewards(tokens, answers)
     np.testing.assert_allclose(steps, [[1, 1, 1, 0], [1, 0, 0, 0]])
-    np.testing.assert_allclose(lm_learner.arithmetic_rewards(tokens, answers, "prefix"), [1, 1 / 3])
-    scored = jnp.broadcast_to(lm_learner.answer_positions(answers), steps.shape)
-    centred = lm_learner.process_advantages(steps[None], scored[None], normalise=False)[0]
+    np.testing.assert_allclose(objectives.arithmetic_rewards(tokens, answers, "prefix"), [1, 1 / 3])
+    scored = jnp.broadcast_to(objectives.answer_positions(answers), steps.shape)
+    centred = objectives.process_advantages(steps[None], scored[None], normalise=False)[0]
     np.testing.assert_allclose(centred, [[1, 2 / 3, 1 / 3, 0], [-1, -4 / 3, -2 / 3, 0]], atol=1e-6)
-    normalised = lm_learner.process_advantages(steps[None], scored[None])[0]
+    normalised = objectives.process_advantages(steps[None], scored[None])[0]
     np.testing.assert_allclose(normalised, centred / (np.sqrt(2) / 3 + 1e-4), atol=1e-5)
     for changes in ({"algo": "rloo"}, {"algo": "ppo"}, {"kl_in_reward": True}, {"task": "countdown"}):
         with pytest.raises(ConfigError, match="reward"):
-            lm_learner.LMConfig(**{"algo": "grpo", "reward": "process", **changes}).validate()
+            LMConfig(**{"algo": "grpo", "reward": "process", **changes}).validate()
     with pytest.raises(ConfigError, match="reward"):  # a custom reward has no steps
-        lm_learner.make_learner(lm_learner.LMConfig(algo="grpo", reward="process"), reward_fn=lambda i, t: i * 0.0)
+        lm_learner.make_learner(LMConfig(algo="grpo", reward="process"), reward_fn=lambda i, t: i * 0.0)
 
 
 def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():
@@ -167,22 +168,22 @@ def test_countdown_problems_are_solvable_and_rewarded_one_tenth_or_zero():
 
 def test_advantages_win_probabilities_kl_estimators_and_pass_at_k():
     rewards = jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "rloo")[0], [2 / 3, -2 / 3, -2 / 3, 2 / 3])
-    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "dr_grpo")[0], [0.5, -0.5, -0.5, 0.5])
-    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "grpo")[0], [1, -1, -1, 1], atol=1e-3)
-    assert np.all(np.asarray(lm_learner.group_advantages(rewards, "grpo")[1]) == 0)
-    np.testing.assert_allclose(lm_learner.group_advantages(rewards, "reinforce")[0], [0.75, -0.25, -0.25, 0.75])
-    np.testing.assert_allclose(lm_learner.win_probability(rewards)[0], [5 / 6, 1 / 6, 1 / 6, 5 / 6])
-    np.testing.assert_allclose(lm_learner.win_probability(rewards)[1], [0.5] * 4)
+    np.testing.assert_allclose(objectives.group_advantages(rewards, "rloo")[0], [2 / 3, -2 / 3, -2 / 3, 2 / 3])
+    np.testing.assert_allclose(objectives.group_advantages(rewards, "dr_grpo")[0], [0.5, -0.5, -0.5, 0.5])
+    np.testing.assert_allclose(objectives.group_advantages(rewards, "grpo")[0], [1, -1, -1, 1], atol=1e-3)
+    assert np.all(np.asarray(objectives.group_advantages(rewards, "grpo")[1]) == 0)
+    np.testing.assert_allclose(objectives.group_advantages(rewards, "reinforce")[0], [0.75, -0.25, -0.25, 0.75])
+    np.testing.assert_allclose(objectives.win_probability(rewards)[0], [5 / 6, 1 / 6, 1 / 6, 5 / 6])
+    np.testing.assert_allclose(objectives.win_probability(rewards)[1], [0.5] * 4)
     ref, cur = jnp.array([-1.0]), jnp.array([-1.5])  # D = 0.5
-    assert float(lm_learner.kl_terms(ref, cur, "k1")[0]) == pytest.approx(-0.5)
-    assert float(lm_learner.kl_terms(ref, cur, "k2")[0]) == pytest.approx(0.125)
-    assert float(lm_learner.kl_terms(ref, cur, "k3")[0]) == pytest.approx(np.exp(0.5) - 1.5)
+    assert float(objectives.kl_terms(ref, cur, "k1")[0]) == pytest.approx(-0.5)
+    assert float(objectives.kl_terms(ref, cur, "k2")[0]) == pytest.approx(0.125)
+    assert float(objectives.kl_terms(ref, cur, "k3")[0]) == pytest.approx(np.exp(0.5) - 1.5)
     advantages = jnp.array([1.5, -0.5, 0.0, -1.0])
-    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "positive"), [1.5, 0, 0, 0])
-    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "negative"), [0, -0.5, 0, -1.0])
-    np.testing.assert_array_equal(lm_learner.keep_advantages(advantages, "both"), advantages)
-    order = np.asarray(lm_learner.group_permutations(jax.random.PRNGKey(0), 64, 8))
+    np.testing.assert_array_equal(objectives.keep_advantages(advantages, "positive"), [1.5, 0, 0, 0])
+    np.testing.assert_array_equal(objectives.keep_advantages(advantages, "negative"), [0, -0.5, 0, -1.0])
+    np.testing.assert_array_equal(objectives.keep_advantages(advantages, "both"), advantages)
+    order = np.asarray(objectives.group_permutations(jax.random.PRNGKey(0), 64, 8))
     assert np.all(np.sort(order, axis=1) == np.arange(8))  # each row a permutation of the group
     assert np.mean(order == np.arange(8)) < 0.3 and len({tuple(row) for row in order}) > 60
     assert pass_at_k(8, 0, 4) == 0.0 and pass_at_k(8, 8, 4) == 1.0 and pass_at_k(8, 5, 4) == 1.0
@@ -224,7 +225,6 @@ def test_rl_trains_its_warm_start_first_and_writes_the_contract(lm_runs):
 
 def test_comparison_table_runs_each_algorithm_from_one_start_and_rereads_finished_runs(lm_runs, tmp_path):
     from experiments import lm_compare, lm_rl
-    from rl.lm.learner import LMConfig
 
     root, _ = lm_runs
     base = lm_rl.Args(lm=LMConfig(task="addition", num_layers=1, d_model=32, num_updates=2, prompts_per_update=4,
@@ -272,13 +272,13 @@ def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     seven = TOKENIZER.encode("7")[0]
     algo, _, variant = algo.partition("-")
     shuffled = variant == "shuffled"
-    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
+    config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
                                  prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
                                  num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5, train_pool=256,
                                  shuffle_rewards=shuffled, advantages="positive" if variant == "positive" else "both")
     learner, parts = lm_learner.make_learner(
         config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
-    hparams = lm_learner.default_hparams(config)
+    hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(0), hparams)
 
     def p_seven(params):
@@ -333,11 +333,11 @@ def test_batch_gradient_is_the_gradient_the_update_follows(algo):
     per-token advantages of process rewards too, scored by the task's own verifier)."""
     seven = TOKENIZER.encode("7")[0]
     algo, _, reward = algo.partition("-")
-    config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, lr=1e-3, prompts_per_update=8,
+    config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, lr=1e-3, prompts_per_update=8,
                                  group_size=8, max_new_tokens=6, train_pool=256, reward=reward or "exact")
     learner, parts = lm_learner.make_learner(
         config, reward_fn=None if reward else lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
-    hparams = lm_learner.default_hparams(config)
+    hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(1), hparams)
     grads = jax.jit(parts["batch_gradient"])(state, hparams)
     after, _ = jax.jit(learner.update)(state, hparams)
@@ -354,7 +354,7 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
     from experiments import lm_noise
 
     root, _ = lm_runs
-    lm = lm_learner.LMConfig(task="addition", num_layers=1, d_model=32, prompts_per_update=4, group_size=4,
+    lm = LMConfig(task="addition", num_layers=1, d_model=32, prompts_per_update=4, group_size=4,
                              train_pool=512, data_shards=1)
     args = lm_noise.Args(lm=lm, init=str(root / "grpo-sft"), algos=("sft", "grpo-shuffled:group_size=2"), batches=3,
                          out=str(tmp_path / "noise"))
@@ -378,10 +378,10 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
 
 
 def test_sft_fits_the_answers():
-    config = lm_learner.LMConfig(task="addition", algo="sft", num_layers=1, d_model=32, num_updates=30, lr=3e-3,
+    config = LMConfig(task="addition", algo="sft", num_layers=1, d_model=32, num_updates=30, lr=3e-3,
                                  prompts_per_update=32, train_pool=1024)
     learner, _ = lm_learner.make_learner(config)
-    hparams = lm_learner.default_hparams(config)
+    hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(0), hparams)
     update = jax.jit(learner.update)
     losses = []
@@ -392,11 +392,11 @@ def test_sft_fits_the_answers():
 
 
 def test_automatic_fields_resolve_to_the_devices_and_the_task():
-    auto = lm_learner.LMConfig(data_shards=0, max_new_tokens=0, prompts_per_update=12)
-    assert lm_learner.resolved(auto).data_shards == 4 and lm_learner.resolved(auto).max_new_tokens == 8  # gcd(8, 12)
-    countdown = lm_learner.resolved(dataclasses.replace(auto, task="countdown"))
+    auto = LMConfig(data_shards=0, max_new_tokens=0, prompts_per_update=12)
+    assert resolved(auto).data_shards == 4 and resolved(auto).max_new_tokens == 8  # gcd(8, 12)
+    countdown = resolved(dataclasses.replace(auto, task="countdown"))
     assert countdown.data_shards == 4 and countdown.max_new_tokens == 16
-    assert lm_learner.resolved(dataclasses.replace(auto, data_shards=2)).data_shards == 2
+    assert resolved(dataclasses.replace(auto, data_shards=2)).data_shards == 2
 
 
 def test_bad_lm_flags_fail_before_compiling():
@@ -408,7 +408,7 @@ def test_bad_lm_flags_fail_before_compiling():
                            ({"algo": "sft", "shuffle_rewards": True}, "shuffle_rewards"),
                            ({"advantages": "some"}, "advantages"), ({"algo": "dpo", "advantages": "positive"}, "advantages")):
         with pytest.raises(ConfigError, match=field):
-            Args(lm=lm_learner.LMConfig(**changes)).validate()
+            Args(lm=LMConfig(**changes)).validate()
     results = run_cli_cases(None, [["experiments.lm_rl", "--algo", "nope", "--out", "/tmp/never-written-lm"],
                                    ["experiments.lm_noise", "--init", "/nonexistent", "--out", "/tmp/never-written-lm"]])
     for result, field in zip(results, ("algo", "init"), strict=True):
@@ -416,12 +416,12 @@ def test_bad_lm_flags_fail_before_compiling():
         assert result.returncode == 2 and len(lines) == 1 and field in lines[0], result.stderr[-2000:]
 
 
-def run_split(config: lm_learner.LMConfig, out, reward_fn=None, resume: bool = False):
+def run_split(config: LMConfig, out, reward_fn=None, resume: bool = False):
     """One run of ``config`` through the core runner on its first ``config.data_shards`` devices."""
     from rl import runner
 
     learner, _ = lm_learner.make_learner(config, reward_fn=reward_fn)
-    hparams = jax.tree.map(lambda x: np.asarray(x)[None], lm_learner.default_hparams(config))
+    hparams = jax.tree.map(lambda x: np.asarray(x)[None], default_hparams(config))
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 1))
     return runner.run(learner, keys, hparams, out, {}, progress=False, devices=jax.devices()[:config.data_shards],
                       chunk_updates=2, checkpoint_seconds=0, resume=resume)
@@ -435,7 +435,7 @@ def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp)
     of the reference and Adam's moments) that 8 divides. GRPO runs with ``shuffle_rewards``, whose
     permutations must not depend on the split either."""
     def train(shards: int, resume: bool = False):
-        config = lm_learner.LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
+        config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
                                      prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
                                      data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256,
                                      shuffle_rewards=algo == "grpo")
@@ -470,7 +470,7 @@ def test_countdown_scored_in_python_splits_over_devices_like_one_device(tmp_path
     """Countdown's verifier runs on the host inside the compiled update (``jax.pure_callback``); with
     the batch over 2 devices each device scores its share, and a run matches one device."""
     def train(shards: int):
-        config = lm_learner.LMConfig(task="countdown", algo="grpo", num_layers=1, d_model=32, num_updates=2,
+        config = LMConfig(task="countdown", algo="grpo", num_layers=1, d_model=32, num_updates=2,
                                      lr=3e-3, prompts_per_update=4, group_size=4, data_shards=shards, train_pool=64)
         return run_split(config, tmp_path / f"run{shards}")
 

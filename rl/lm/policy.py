@@ -17,7 +17,7 @@ import numpy as np
 from models.transformer import Transformer
 from rl.checkpoint import read_snapshot
 from rl.errors import ConfigError
-from rl.lm.learner import LMConfig, resolved
+from rl.lm.config import LMConfig, resolved
 from rl.lm.sampler import make_sampler
 from rl.lm.tasks import Problem
 from rl.lm.tokenizer import CharTokenizer
