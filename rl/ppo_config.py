@@ -26,8 +26,8 @@ from rl.objectives import default_objective_params, load_objective, objective_ki
 class PPOConfig:
     """PPO settings. Defaults are the PureJaxRL CartPole settings.
 
-    The numeric fields from ``lr`` to ``max_grad_norm`` are the default hyperparameters: ``train``
-    reads them from its ``hparams`` argument (see ``default_hparams``), so they can be swept.
+    The numeric fields from ``lr`` to ``max_grad_norm`` are the default hyperparameters: ``rl.ppo``'s
+    ``train`` reads them from its ``hparams`` argument (see ``default_hparams``), so they can be swept.
     """
 
     env: str = "CartPole-v1"

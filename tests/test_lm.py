@@ -273,9 +273,9 @@ def test_every_rl_algorithm_learns_a_verifiable_preference(algo):
     algo, _, variant = algo.partition("-")
     shuffled = variant == "shuffled"
     config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=12, lr=3e-3,
-                                 prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
-                                 num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5, train_pool=256,
-                                 shuffle_rewards=shuffled, advantages="positive" if variant == "positive" else "both")
+                      prompts_per_update=8, group_size=8, max_new_tokens=6, kl_coef=0.01,
+                      num_minibatches=2, update_epochs=2, sppo_eta=4.0, dpo_beta=0.5, train_pool=256,
+                      shuffle_rewards=shuffled, advantages="positive" if variant == "positive" else "both")
     learner, parts = lm_learner.make_learner(
         config, reward_fn=lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
     hparams = default_hparams(config)
@@ -334,7 +334,7 @@ def test_batch_gradient_is_the_gradient_the_update_follows(algo):
     seven = TOKENIZER.encode("7")[0]
     algo, _, reward = algo.partition("-")
     config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, lr=1e-3, prompts_per_update=8,
-                                 group_size=8, max_new_tokens=6, train_pool=256, reward=reward or "exact")
+                      group_size=8, max_new_tokens=6, train_pool=256, reward=reward or "exact")
     learner, parts = lm_learner.make_learner(
         config, reward_fn=None if reward else lambda indices, tokens: (tokens[:, 0] == seven).astype(jnp.float32))
     hparams = default_hparams(config)
@@ -355,7 +355,7 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
 
     root, _ = lm_runs
     lm = LMConfig(task="addition", num_layers=1, d_model=32, prompts_per_update=4, group_size=4,
-                             train_pool=512, data_shards=1)
+                  train_pool=512, data_shards=1)
     args = lm_noise.Args(lm=lm, init=str(root / "grpo-sft"), algos=("sft", "grpo-shuffled:group_size=2"), batches=3,
                          out=str(tmp_path / "noise"))
     assert args.config("grpo-shuffled:group_size=2") == dataclasses.replace(lm, algo="grpo", shuffle_rewards=True,
@@ -379,7 +379,7 @@ def test_gradient_noise_experiment_measures_every_entry(lm_runs, tmp_path):
 
 def test_sft_fits_the_answers():
     config = LMConfig(task="addition", algo="sft", num_layers=1, d_model=32, num_updates=30, lr=3e-3,
-                                 prompts_per_update=32, train_pool=1024)
+                      prompts_per_update=32, train_pool=1024)
     learner, _ = lm_learner.make_learner(config)
     hparams = default_hparams(config)
     state = learner.init(jax.random.PRNGKey(0), hparams)
@@ -436,9 +436,9 @@ def test_batch_split_over_8_devices_trains_like_one_device(tmp_path, algo, fsdp)
     permutations must not depend on the split either."""
     def train(shards: int, resume: bool = False):
         config = LMConfig(task="addition", algo=algo, num_layers=1, d_model=32, num_updates=2, lr=3e-3,
-                                     prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
-                                     data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256,
-                                     shuffle_rewards=algo == "grpo")
+                          prompts_per_update=8, group_size=4, max_new_tokens=6, kl_coef=0.05,
+                          data_shards=shards, fsdp=fsdp and shards > 1, train_pool=256,
+                          shuffle_rewards=algo == "grpo")
         reward = lambda indices, tokens: (tokens[:, 0] == tokens[:, 1]).astype(jnp.float32)  # noqa: E731
         return run_split(config, tmp_path / f"run{shards}", reward_fn=reward, resume=resume)
 
@@ -471,7 +471,7 @@ def test_countdown_scored_in_python_splits_over_devices_like_one_device(tmp_path
     the batch over 2 devices each device scores its share, and a run matches one device."""
     def train(shards: int):
         config = LMConfig(task="countdown", algo="grpo", num_layers=1, d_model=32, num_updates=2,
-                                     lr=3e-3, prompts_per_update=4, group_size=4, data_shards=shards, train_pool=64)
+                          lr=3e-3, prompts_per_update=4, group_size=4, data_shards=shards, train_pool=64)
         return run_split(config, tmp_path / f"run{shards}")
 
     one, two = train(1), train(2)

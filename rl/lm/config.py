@@ -78,7 +78,8 @@ class LMConfig:
     positions before the first wrong one: within a group, samples that agree up to a position and
     differ there are ranked by that position) or "process" (GRPO with process supervision: each
     answer position is a step whose reward is 1 when the completion is right up to and including
-    it; ``process_advantages`` gives every token its own advantage; grpo, dr_grpo and dapo)"""
+    it; ``rl.lm.objectives.process_advantages`` gives every token its own advantage; grpo, dr_grpo
+    and dapo)"""
     train_pool: int = 200_000
     """training problems generated up front (sampled with replacement during training)"""
     pool_seed: int = 0
@@ -95,11 +96,13 @@ class LMConfig:
     of digits up to the task's (``Arithmetic.sample_shorter``), the rest the task's own problems"""
 
     def model_config(self, vocab_size: int) -> TransformerConfig:
+        """The transformer of these sizes (with the value head PPO reads) over ``vocab_size`` tokens."""
         return TransformerConfig(vocab_size=vocab_size, num_layers=self.num_layers, d_model=self.d_model,
                                  num_heads=self.num_heads, max_len=self.max_len, value_head=True)
 
     @property
     def is_rl(self) -> bool:
+        """Every algorithm but ``sft`` samples completions and learns from their rewards."""
         return self.algo != "sft"
 
     @property
@@ -108,6 +111,7 @@ class LMConfig:
         return self.prompts_per_update * (self.group_size if self.is_rl else 1)
 
     def upper_clip(self) -> float:
+        """The ratio's upper clip: ``clip_eps_high``, else 0.28 for dapo (clip-higher), else ``clip_eps``."""
         return self.clip_eps_high or (0.28 if self.algo == "dapo" else self.clip_eps)
 
     def validate(self) -> None:

@@ -50,8 +50,9 @@ def kl_terms(reference_logprobs: jax.Array, logprobs: jax.Array, estimator: str)
 
 
 def group_advantages(rewards: jax.Array, algo: str, batch_mean: jax.Array | None = None) -> jax.Array:
-    """Per-sequence advantages from rewards ``(prompts, G)`` (the formulas are in ``rl.lm.learner``'s docstring); REINFORCE's
-    baseline is ``batch_mean`` when given (the mean over a batch split across devices)."""
+    """Per-sequence advantages from rewards ``(prompts, G)`` (the formulas are in ``rl.lm.learner``'s
+    docstring); REINFORCE's baseline is ``batch_mean`` when given (the mean over a batch split across
+    devices)."""
     mean = rewards.mean(axis=1, keepdims=True)
     if algo == "reinforce":
         return rewards - (rewards.mean() if batch_mean is None else batch_mean)
